@@ -1,0 +1,372 @@
+//! The `scanreport.io/v1alpha1` API: `ScanRequest` (namespaced) and `Scanner` (cluster-scoped).
+//!
+//! Every check that matters is expressed as OpenAPI validation so that the API server rejects bad
+//! input at admission, even servers that ignore CEL rules. The controller validates again in code.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "scanreport.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// Default report MIME type: Harbor's vulnerability report, schema 1.1.
+pub const DEFAULT_REPORT_MIME_TYPE: &str =
+    "application/vnd.security.vulnerability.report; version=1.1";
+
+pub const DIGEST_PATTERN: &str = r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$";
+pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s/?#]+(/[^\s]*)?$";
+/// A lowercase RFC 1123 subdomain, as Kubernetes object names are.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// OCI distribution-spec repository name.
+pub const REPOSITORY_PATTERN: &str =
+    r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$";
+pub const TAG_PATTERN: &str = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$";
+/// `type/subtype` with optional `; name=value` parameters (token or quoted values).
+pub const MIME_PATTERN: &str = r#"^\s*[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;\s*[A-Za-z0-9!#$&^_.+-]+\s*=\s*("[^"\\]*"|[A-Za-z0-9!#$&^_.+-]+))*\s*;?\s*$"#;
+/// A Go-style duration such as `90s`, `15m` or `24h`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+pub const UUID_PATTERN: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Condition types, following kstatus so Flux and Argo CD can gate on `Ready`.
+pub const CONDITION_READY: &str = "Ready";
+pub const CONDITION_RECONCILING: &str = "Reconciling";
+pub const CONDITION_STALLED: &str = "Stalled";
+
+/// Asks for the reports of one artifact from one scanner.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "scanreport.io",
+    version = "v1alpha1",
+    kind = "ScanRequest",
+    plural = "scanrequests",
+    singular = "scanrequest",
+    shortname = "sr",
+    category = "scanreport",
+    namespaced,
+    status = "ScanRequestStatus",
+    printcolumn = r#"{"name":"Scanner","type":"string","jsonPath":".spec.scanner"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".spec.artifact.digest"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Critical","type":"integer","jsonPath":".status.summary.critical"}"#,
+    printcolumn = r#"{"name":"High","type":"integer","jsonPath":".status.summary.high"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRequestSpec {
+    /// Name of the cluster-scoped `Scanner` to use.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub scanner: String,
+    /// The registry that holds the artifact, as the scanner adapter should reach it.
+    pub registry: RegistrySpec,
+    /// The artifact to scan.
+    pub artifact: ArtifactSpec,
+    /// Report MIME types to produce, one report each. Compared in canonical form.
+    #[serde(default = "default_report_mime_types")]
+    #[schemars(
+        length(min = 1, max = 8),
+        inner(length(min = 3, max = 255), regex(pattern = MIME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub report_mime_types: Vec<String>,
+    /// Rescan when the stored report is older than this (a duration such as `24h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
+    pub rescan_after: Option<String>,
+    /// Any change of this value forces a rescan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub rescan_token: Option<String>,
+}
+
+fn default_report_mime_types() -> Vec<String> {
+    vec![DEFAULT_REPORT_MIME_TYPE.to_owned()]
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Base URL of the registry, `http://` or `https://`.
+    #[schemars(length(min = 8, max = 2048), regex(pattern = HTTP_URL_PATTERN))]
+    pub url: String,
+    /// A Secret in the ScanRequest's namespace, of type `kubernetes.io/dockerconfigjson` or
+    /// `kubernetes.io/basic-auth`, whose credentials are passed to the scanner adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalSecretReference>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct LocalSecretReference {
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactSpec {
+    /// Repository within the registry, e.g. `library/nginx`.
+    #[schemars(length(min = 1, max = 255), regex(pattern = REPOSITORY_PATTERN))]
+    pub repository: String,
+    /// Content digest: `sha256:` + 64 or `sha512:` + 128 lowercase hex characters.
+    #[schemars(regex(pattern = DIGEST_PATTERN))]
+    pub digest: String,
+    /// Tag, for information only: the digest identifies the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TAG_PATTERN))]
+    pub tag: Option<String>,
+    /// Manifest media type of the artifact.
+    #[serde(default)]
+    pub mime_type: ArtifactMimeType,
+}
+
+/// The manifest media types the scanner adapter specification lists as consumable.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ArtifactMimeType {
+    #[default]
+    #[serde(rename = "application/vnd.oci.image.manifest.v1+json")]
+    OciImageManifest,
+    #[serde(rename = "application/vnd.docker.distribution.manifest.v2+json")]
+    DockerManifestV2,
+}
+
+impl ArtifactMimeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OciImageManifest => "application/vnd.oci.image.manifest.v1+json",
+            Self::DockerManifestV2 => "application/vnd.docker.distribution.manifest.v2+json",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRequestStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, following kstatus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The scanner registration UUID the report ids were derived from.
+    #[serde(
+        default,
+        rename = "registrationUUID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registration_uuid: Option<String>,
+    /// Severity counts of the first vulnerability report, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SeveritySummary>,
+    /// One entry per requested report MIME type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportStatus {
+    /// Canonical report MIME type.
+    pub mime_type: String,
+    /// Deterministic report id; the primary key of the report in Postgres.
+    pub report_id: String,
+    pub phase: ReportPhase,
+    /// Severity counts of the stored report (vulnerability reports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SeveritySummary>,
+    /// When the scanner generated the stored report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<ScannerInfo>,
+    /// Why the report is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReportPhase {
+    /// Waiting for a free scan slot of the scanner.
+    Pending,
+    /// A scan is in flight and no report is stored yet.
+    Scanning,
+    /// A report is stored and a newer scan is in flight; the stored one stays usable.
+    Rescanning,
+    /// The report is stored and fresh.
+    Ready,
+    /// The scan failed permanently; see `message`.
+    Failed,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SeveritySummary {
+    pub critical: i64,
+    pub high: i64,
+    pub medium: i64,
+    pub low: i64,
+    pub unknown: i64,
+    pub none: i64,
+    /// Vulnerabilities with a fix version available.
+    pub fixable: i64,
+}
+
+impl SeveritySummary {
+    pub fn total(&self) -> i64 {
+        self.critical + self.high + self.medium + self.low + self.unknown + self.none
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ScannerInfo {
+    pub name: String,
+    pub vendor: String,
+    pub version: String,
+}
+
+/// A Harbor Pluggable Scanner Adapter endpoint.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "scanreport.io",
+    version = "v1alpha1",
+    kind = "Scanner",
+    plural = "scanners",
+    singular = "scanner",
+    category = "scanreport",
+    status = "ScannerStatus",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Adapter","type":"string","jsonPath":".status.adapter.name"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.adapter.version"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerSpec {
+    /// Adapter base URL; the client appends `/api/v1/...`.
+    #[schemars(length(min = 8, max = 2048), regex(pattern = HTTP_URL_PATTERN))]
+    pub url: String,
+    /// Registration UUID that report ids derive from. Defaults to UUIDv5 of the Scanner's name,
+    /// so a Scanner deleted and re-applied keeps its identity. Set it to keep Harbor's ids.
+    #[serde(
+        default,
+        rename = "registrationUUID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub registration_uuid: Option<String>,
+    /// How the operator authenticates to the adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ScannerAuth>,
+    /// PEM CA bundle that signs the adapter's TLS certificate, when not publicly trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 262144))]
+    pub ca_bundle: Option<String>,
+    /// Scans in flight at once on this adapter; further scans queue.
+    #[serde(default = "default_max_in_flight")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_in_flight: i32,
+    /// Timeout of one HTTP request to the adapter (a duration such as `30s`).
+    #[serde(default = "default_request_timeout")]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
+    pub request_timeout: String,
+}
+
+fn default_max_in_flight() -> i32 {
+    4
+}
+
+fn default_request_timeout() -> String {
+    "30s".to_owned()
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerAuth {
+    /// `None`, `Basic` (Secret keys `username`, `password`), `Bearer` (key `token`) or
+    /// `APIKey` (key `apiKey`, sent in `header`).
+    #[serde(rename = "type")]
+    pub auth_type: ScannerAuthType,
+    /// The Secret holding the credentials (required unless `type` is `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<NamespacedSecretReference>,
+    /// Header name for `APIKey` authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub header: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScannerAuthType {
+    None,
+    Basic,
+    Bearer,
+    #[serde(rename = "APIKey")]
+    ApiKey,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct NamespacedSecretReference {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The registration UUID in effect.
+    #[serde(
+        default,
+        rename = "registrationUUID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registration_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// What the adapter's metadata endpoint reported, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterStatus {
+    pub name: String,
+    pub vendor: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<CapabilityStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<Time>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityStatus {
+    /// `vulnerability` or `sbom` (adapters older than spec 1.2 imply `vulnerability`).
+    #[serde(rename = "type")]
+    pub capability_type: String,
+    pub consumes_mime_types: Vec<String>,
+    pub produces_mime_types: Vec<String>,
+}
+
+/// Both CRDs, each as a YAML document starting with `---`, sorted by CRD name: the files in
+/// `crds/` are `<name>.yaml` with exactly this content, and `scanreport-operator crds` prints
+/// them in this order.
+pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let mut docs = [ScanRequest::crd(), Scanner::crd()]
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            serde_yaml::to_string(&crd).map(|y| (name, format!("---\n{y}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.sort();
+    Ok(docs)
+}

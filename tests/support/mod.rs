@@ -1,0 +1,10 @@
+//! Shared helpers for integration tests. Use with `mod support;` from a file
+//! in `tests/`.
+// Each test binary compiles this module separately and uses only part of it.
+#![allow(dead_code)]
+
+pub mod envtest;
+
+pub use envtest::{
+    ADMIN_USER, TESTER_USER, TestEnv, client, env, eventually, fresh_namespace, try_env,
+};
