@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit, property and integration tests against a real
+# PostgreSQL and a real kube-apiserver + etcd. Starts everything it needs and stops it on exit.
+#
+#   DATABASE_URL        use this PostgreSQL instead of a throwaway cluster
+#   KUBEBUILDER_ASSETS  directory with kube-apiserver and etcd (see docs/envtest.md)
+#   Extra arguments are passed to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/common.sh
+
+ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client
+
+trap pg_stop EXIT
+trap 'exit 130' INT TERM
+if [[ -z ${DATABASE_URL:-} ]]; then
+  pg_start
+else
+  log "using DATABASE_URL from the environment"
+fi
+
+log "cargo fmt --check"
+cargo fmt --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+log "cargo test"
+cargo test "$@"

@@ -1,0 +1,277 @@
+//! The report store against a real PostgreSQL: the race-free upsert and migrations.
+
+mod pgtest;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use scanreport_operator::api::SeveritySummary;
+use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
+use scanreport_operator::store::{NewReport, PoolConfig, Store, UpsertOutcome};
+use tokio::sync::Barrier;
+
+const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
+const WRITERS: usize = 64;
+const ROUNDS: u64 = 150;
+
+async fn store(prefix: &str) -> Store {
+    let url = pgtest::fresh_database(prefix).await;
+    let config = PoolConfig {
+        max_connections: WRITERS as u32 + 4,
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(&url, &config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn digest(n: u64) -> Digest {
+    Digest::parse(&format!("sha256:{n:064x}")).expect("valid digest")
+}
+
+fn report(digest: Digest, critical: i64, generated_at: DateTime<Utc>) -> NewReport {
+    NewReport {
+        digest,
+        registration_uuid: default_registration_uuid("trivy").expect("uuid"),
+        mime_type: MimeType::parse(VULN).expect("mime"),
+        report: serde_json::json!({"vulnerabilities": [], "marker": critical}),
+        summary: SeveritySummary {
+            critical,
+            high: 2,
+            ..SeveritySummary::default()
+        },
+        scanner_name: "Trivy".into(),
+        scanner_vendor: "Aqua Security".into(),
+        scanner_version: "0.50.0".into(),
+        generated_at,
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// Runs all reports at once, released together by a barrier, and returns every outcome.
+async fn race(store: &Store, reports: Vec<NewReport>) -> Vec<UpsertOutcome> {
+    let barrier = Arc::new(Barrier::new(reports.len()));
+    let tasks: Vec<_> = reports
+        .into_iter()
+        .map(|r| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.upsert(&r).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (_, outcome) = task
+            .await
+            .expect("task")
+            .expect("an upsert must never fail, however many writers race");
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn row_count(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM scan_report")
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_upserts_of_one_tuple_make_one_row_and_no_errors() {
+    let store = store("race_one").await;
+    // Many rounds, each a fresh tuple, so every round races on a *first* insert. Without the
+    // advisory lock in the upsert, the primary key raised 23505 within a few dozen rounds here.
+    for round in 0..ROUNDS {
+        let d = digest(1_000 + round);
+        let reports = (0..WRITERS)
+            .map(|i| report(d.clone(), i as i64, t0() + Duration::seconds(i as i64)))
+            .collect();
+        let outcomes = race(&store, reports).await;
+        let inserted = outcomes
+            .iter()
+            .filter(|o| **o == UpsertOutcome::Inserted)
+            .count();
+        assert_eq!(inserted, 1, "round {round}: exactly one writer inserts");
+        let stored = store
+            .get_by_tuple(
+                &d,
+                &default_registration_uuid("trivy").unwrap(),
+                &MimeType::parse(VULN).unwrap(),
+            )
+            .await
+            .unwrap()
+            .expect("row exists");
+        // Whatever the order, the newest report is the one that stays.
+        assert_eq!(
+            stored.meta.generated_at,
+            t0() + Duration::seconds(WRITERS as i64 - 1)
+        );
+        assert_eq!(stored.meta.summary.critical, WRITERS as i64 - 1);
+        assert_eq!(stored.report["marker"], WRITERS as i64 - 1);
+    }
+    assert_eq!(row_count(&store).await, ROUNDS as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_upserts_of_distinct_tuples_make_one_row_each() {
+    let store = store("race_many").await;
+    let reports = (0..WRITERS as u64)
+        .map(|i| report(digest(i), 1, t0()))
+        .collect();
+    let outcomes = race(&store, reports).await;
+    assert!(outcomes.iter().all(|o| *o == UpsertOutcome::Inserted));
+    assert_eq!(row_count(&store).await, WRITERS as i64);
+    // Each tuple's id is the derived one, and each row is readable by it.
+    for i in 0..WRITERS as u64 {
+        let r = report(digest(i), 1, t0());
+        let meta = store.get_meta(r.id()).await.unwrap().expect("row by id");
+        assert_eq!(meta.digest, digest(i).as_str());
+    }
+}
+
+#[tokio::test]
+async fn an_older_report_never_overwrites_a_newer_one() {
+    let store = store("newest_wins").await;
+    let d = digest(7);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    let steps = [
+        (10, UpsertOutcome::Inserted),
+        (5, UpsertOutcome::KeptExisting),
+        (20, UpsertOutcome::Updated),
+        (15, UpsertOutcome::KeptExisting),
+        (20, UpsertOutcome::KeptExisting),
+        (30, UpsertOutcome::Updated),
+        (1, UpsertOutcome::KeptExisting),
+    ];
+    for (secs, expected) in steps {
+        let (_, outcome) = store
+            .upsert(&report(d.clone(), secs, at(secs)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, expected, "write generated at +{secs}s");
+    }
+    let stored = store
+        .get(report(d.clone(), 0, t0()).id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.meta.generated_at, at(30));
+    assert_eq!(stored.meta.summary.critical, 30);
+    assert!(stored.meta.updated_at >= stored.meta.created_at);
+
+    // Interleaved from many writers at once: the newest still wins.
+    let d = digest(8);
+    let mut reports: Vec<_> = (0..WRITERS as i64)
+        .map(|s| report(d.clone(), s, at(s)))
+        .collect();
+    reports.reverse();
+    race(&store, reports).await;
+    let stored = store.get(report(d, 0, t0()).id()).await.unwrap().unwrap();
+    assert_eq!(stored.meta.summary.critical, WRITERS as i64 - 1);
+}
+
+#[tokio::test]
+async fn reads_by_id_tuple_and_digest() {
+    let store = store("reads").await;
+    let d = digest(42);
+    let reg = default_registration_uuid("trivy").unwrap();
+    let mut ids = Vec::new();
+    for mime in [
+        VULN,
+        "application/vnd.security.sbom.report+json; version=1.0",
+    ] {
+        let mut r = report(d.clone(), 3, t0());
+        r.mime_type = MimeType::parse(mime).unwrap();
+        ids.push(store.upsert(&r).await.unwrap().0);
+    }
+    store.upsert(&report(digest(43), 1, t0())).await.unwrap();
+    let listed = store.list_by_digest(&d).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|m| m.digest == d.as_str() && m.registration_uuid == reg)
+    );
+    let by_tuple = store
+        .get_by_tuple(
+            &d,
+            &reg,
+            &MimeType::parse("Application/Vnd.Security.Vulnerability.Report;version=\"1.1\"")
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("found by a non-canonical spelling of the MIME type");
+    assert_eq!(by_tuple.meta.id, ids[0]);
+    assert_eq!(by_tuple.meta.scanner_vendor, "Aqua Security");
+    assert!(store.get(uuid::Uuid::new_v4()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_keep_the_harbor_constraint_name() {
+    let store = store("migrate_twice").await;
+    let snapshot = |store: Store| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT (SELECT string_agg(version::text || ':' || success::text, ',' ORDER BY version) \
+             FROM _sqlx_migrations), (SELECT count(*) FROM pg_constraint \
+             WHERE conname = 'scan_report_digest_registration_uuid_mime_type_key')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    store.upsert(&report(digest(1), 1, t0())).await.unwrap();
+    let before = snapshot(store.clone()).await;
+    store.migrate().await.expect("second migration run");
+    store.migrate().await.expect("third migration run");
+    assert_eq!(snapshot(store.clone()).await, before);
+    assert_eq!(before.1, 1, "the tuple constraint carries Harbor's name");
+    assert_eq!(row_count(&store).await, 1, "migrating again keeps the data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_migrations_are_safe() {
+    let url = pgtest::fresh_database("migrate_race").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let store = Store::connect(&url, &PoolConfig::default()).await?;
+                store.migrate().await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("every concurrent migrate succeeds");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_database_is_a_transient_error_without_the_password() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://app:hunter2-secret@127.0.0.1:{port}/reports");
+    let config = PoolConfig {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..PoolConfig::default()
+    };
+    let err = Store::connect(&url, &config)
+        .await
+        .err()
+        .expect("no server there");
+    assert!(err.is_transient(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}/reports")), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(!format!("{err:?}").contains("hunter2"));
+}
