@@ -127,19 +127,14 @@ async fn create_with_client_and_with_kubectl() {
         .await
         .expect("create via kube client");
 
-    // `--validate=false`: kubectl >= 1.25 validates against the server's
-    // OpenAPI document on the client side when the server (like 1.20) lacks
-    // server-side field validation; that check knows nothing the 1.20 server
-    // would not also check, and it is not what this test is about. The
-    // server's own schema validation still applies (see
-    // `kubectl_reports_invalid_field`).
+    // kubectl's default validation: a 1.20 server has no server-side field
+    // validation, so kubectl 1.32 validates on the client against the server's
+    // own OpenAPI document, which includes this CRD's schema. That works for
+    // custom resources; `--validate=false` is only needed to apply CRDs that
+    // use schema fields newer than the server (see docs/envtest.md).
     let mut manifest = valid_scan_request("from-kubectl");
     manifest["metadata"]["namespace"] = json!(ns);
-    let out = kubectl(
-        env,
-        &["apply", "--validate=false", "-f", "-"],
-        &manifest.to_string(),
-    );
+    let out = kubectl(env, &["apply", "-f", "-"], &manifest.to_string());
     assert!(
         out.status.success(),
         "kubectl apply failed: {}",
@@ -269,6 +264,8 @@ async fn kubectl_reports_invalid_field() {
     let mut manifest = valid_scan_request("bad-digest");
     manifest["metadata"]["namespace"] = json!(ns);
     manifest["spec"]["artifact"]["digest"] = json!("latest");
+    // No client-side validation, so the rejection demonstrably comes from
+    // the API server's schema.
     let out = kubectl(
         env,
         &["apply", "--validate=false", "-f", "-"],
@@ -404,7 +401,7 @@ async fn rbac_applies_to_the_unprivileged_users() {
             ..Default::default()
         },
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
             name: "scanrequest-reader".into(),
         },
@@ -429,10 +426,16 @@ async fn rbac_applies_to_the_unprivileged_users() {
         .unwrap();
 
     for (who, client) in &users {
-        dynamic_api(client, &ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("{who} may list after the grant: {e}"));
+        // The RBAC authorizer reads roles from an informer cache, so a new
+        // binding takes effect a moment after it is created.
+        let what = format!("{who} may list after the grant");
+        support::eventually(&what, Duration::from_secs(10), || async {
+            dynamic_api(client, &ns)
+                .list(&ListParams::default())
+                .await
+                .ok()
+        })
+        .await;
         match create_json(client, &ns, valid_scan_request("nope")).await {
             Err(kube::Error::Api(s)) if s.code == 403 => {}
             other => panic!("{who} must not create, got {other:?}"),
@@ -453,4 +456,134 @@ async fn rbac_applies_to_the_unprivileged_users() {
         "",
     );
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// CRDs may use schema fields newer than the test apiserver (CEL rules,
+/// `selectableFields`); installing them must still work. Nothing here
+/// depends on whether the server enforces them.
+#[tokio::test]
+async fn crds_with_newer_schema_fields_install() {
+    let env = env().await;
+    let client = env.client();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("widgets.yaml"),
+        r#"---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.envtest.scanreport.io
+spec:
+  group: envtest.scanreport.io
+  names: {kind: Widget, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    selectableFields:
+    - jsonPath: .spec.size
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            x-kubernetes-validations:
+            - rule: self.size != 13
+              message: unlucky
+            properties:
+              size: {type: integer, minimum: 1}
+"#,
+    )
+    .unwrap();
+    let names = support::install_crds_from(&client, dir.path())
+        .await
+        .expect("install");
+    assert_eq!(names, ["widgets.envtest.scanreport.io"]);
+
+    let ns = fresh_namespace(&client, "smoke-widgets").await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("envtest.scanreport.io", "v1", "Widget"),
+        "widgets",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+    let widget = |name: &str, size: i64| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "envtest.scanreport.io/v1", "kind": "Widget",
+            "metadata": {"name": name}, "spec": {"size": size}
+        }))
+        .unwrap()
+    };
+    api.create(&PostParams::default(), &widget("ok", 2))
+        .await
+        .expect("valid widget");
+    // OpenAPI validation is enforced by every server version.
+    match api.create(&PostParams::default(), &widget("zero", 0)).await {
+        Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("spec.size") => {}
+        other => panic!("minimum must be enforced, got {other:?}"),
+    }
+}
+
+/// A long-running process (as the operator will be) sees the control plane
+/// through `KUBECONFIG` and is stopped when its guard is dropped.
+#[tokio::test]
+async fn guarded_process_uses_kubeconfig_and_stops_on_drop() {
+    let env = env().await;
+    let client = env.client();
+    let ns = fresh_namespace(&client, "smoke-guarded").await;
+
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.env("KUBECONFIG", env.kubeconfig())
+        .args([
+            "--cache-dir",
+            &env.dir().join("kubectl-cache").display().to_string(),
+        ])
+        .args(["get", "scanrequests", "-n", &ns, "--watch", "-o", "name"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut guard = support::spawn_guarded(cmd).expect("spawn kubectl --watch");
+    let pid = guard.id() as libc::pid_t;
+    let stdout = guard.child().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+
+    // Created repeatedly until the watch (which may still be starting) sees one.
+    let mut i = 0;
+    let line = support::eventually("kubectl --watch output", Duration::from_secs(30), || {
+        i += 1;
+        let (client, ns, name) = (client.clone(), ns.clone(), format!("watched-{i}"));
+        let line = rx.try_recv().ok();
+        async move {
+            if line.is_none() {
+                create_json(&client, &ns, valid_scan_request(&name))
+                    .await
+                    .unwrap();
+            }
+            line
+        }
+    })
+    .await;
+    assert!(
+        line.starts_with("scanrequest.scanreport.io/watched-"),
+        "{line}"
+    );
+
+    drop(guard);
+    // SAFETY: signal 0 only checks for existence; the child was reaped.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "kubectl must be gone after drop"
+    );
 }

@@ -250,7 +250,13 @@ impl TestEnv {
                 Ok((server, admin, tester, server_version)) => {
                     let kubeconfig = dir.join("kubeconfig");
                     // start_processes wrote it for this server already.
-                    let crds = install_crds(&make_client(admin.clone())).await?;
+                    let crds = match install_crds(&make_client(admin.clone())).await {
+                        Ok(crds) => crds,
+                        Err(e) => {
+                            stop_children();
+                            return Err(e);
+                        }
+                    };
                     eprintln!(
                         "envtest: kube-apiserver {server_version} at {server} ready in {:.1?} ({} CRDs); dir {}",
                         started.elapsed(),
@@ -577,17 +583,17 @@ async fn start_processes(
 
     let client = make_client(admin.clone());
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut last = String::new();
     loop {
+        check_alive("etcd", &dir.join("etcd.log"))?;
         check_alive("kube-apiserver", &log)?;
         // `kube::core::Request` is only used to build a plain `GET /readyz`
         // (so the tests need no direct `http` dependency).
         let readyz = kube::core::Request::new("").get("readyz", &Default::default())?;
-        match client.request_text(readyz).await {
+        let last = match client.request_text(readyz).await {
             Ok(body) if body.trim() == "ok" => break,
-            Ok(body) => last = body,
-            Err(e) => last = e.to_string(),
-        }
+            Ok(body) => body,
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > deadline {
             bail!(
                 "kube-apiserver not ready after {READY_TIMEOUT:?} (last /readyz: {last})\n{}",
@@ -638,8 +644,20 @@ fn log_tail(path: &Path, lines: usize) -> String {
 /// Applies every CustomResourceDefinition in `crds/*.yaml` (server-side
 /// apply) and waits until all are Established.
 async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
-    let crd_dir = manifest_dir().join("crds");
-    let mut files: Vec<PathBuf> = fs::read_dir(&crd_dir)
+    install_crds_from(client, &manifest_dir().join("crds")).await
+}
+
+/// Installs every CustomResourceDefinition found in `crd_dir/*.yaml` and
+/// waits until all are Established; returns their names. Used for `crds/` at
+/// start-up; tests may call it for extra CRDs.
+///
+/// CRDs are server-side applied. Old apiservers (1.20) refuse to apply fields
+/// they do not know (`x-kubernetes-validations`, `selectableFields`: "field
+/// not declared in schema"); for those the CRD is created or replaced
+/// instead, which makes the server silently drop the unknown fields, exactly
+/// as an old cluster would.
+pub async fn install_crds_from(client: &Client, crd_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(crd_dir)
         .with_context(|| format!("reading {}", crd_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
@@ -666,13 +684,9 @@ async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
                 .name
                 .clone()
                 .ok_or_else(|| anyhow!("CRD without name in {}", file.display()))?;
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .with_context(|| format!("applying CRD {name} from {}", file.display()))?;
+            apply_crd(&api, &name, &crd)
+                .await
+                .with_context(|| format!("applying CRD {name} from {}", file.display()))?;
             names.push(name);
         }
     }
@@ -705,6 +719,36 @@ async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+async fn apply_crd(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    crd: &CustomResourceDefinition,
+) -> anyhow::Result<()> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch(name, &pp, &Patch::Apply(crd)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => {
+            eprintln!(
+                "envtest: this apiserver does not know some fields of CRD {name}; \
+                 creating/replacing it instead of server-side apply, which drops them: {}",
+                s.message.replace('\n', " ")
+            );
+            match api.get_opt(name).await? {
+                Some(existing) => {
+                    let mut crd = crd.clone();
+                    crd.metadata.resource_version = existing.metadata.resource_version;
+                    api.replace(name, &PostParams::default(), &crd).await?;
+                }
+                None => {
+                    api.create(&PostParams::default(), crd).await?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Splits a multi-document YAML stream at `---` lines.
@@ -771,10 +815,9 @@ fn spawn_on_keeper(cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("envtest keeper thread is gone"))?
 }
 
-fn spawn_child(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Result<()> {
-    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+/// Spawns `cmd` in its own process group, with `PR_SET_PDEATHSIG = SIGKILL`
+/// tied to the keeper thread, i.e. to the life of the test process.
+fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
@@ -799,7 +842,14 @@ fn spawn_child(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Resu
             Ok(())
         });
     }
-    let child = spawn_on_keeper(cmd).with_context(|| format!("starting {name}"))?;
+    spawn_on_keeper(cmd)
+}
+
+fn spawn_child(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Result<()> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let child = spawn_tied(cmd).with_context(|| format!("starting {name}"))?;
     CHILDREN
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -809,6 +859,62 @@ fn spawn_child(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Resu
             log: log.to_path_buf(),
         });
     Ok(())
+}
+
+/// A process started for one test (e.g. the operator binary) that is stopped
+/// when the guard is dropped, also when the test panics, and killed by the
+/// kernel if the test process dies.
+pub struct GuardedChild {
+    child: Option<Child>,
+}
+
+/// Starts `cmd` (stdio as configured by the caller) as a [`GuardedChild`].
+pub fn spawn_guarded(cmd: Command) -> io::Result<GuardedChild> {
+    Ok(GuardedChild {
+        child: Some(spawn_tied(cmd)?),
+    })
+}
+
+impl GuardedChild {
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// The underlying child, e.g. to take its stdout or call `try_wait`.
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child present until drop")
+    }
+
+    /// Stops the process group (SIGTERM, 5s grace, SIGKILL) and reaps it.
+    pub fn stop(mut self) -> io::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("child present until drop");
+        terminate(&mut child);
+        child.wait()
+    }
+}
+
+impl Drop for GuardedChild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+/// SIGTERM to the child's process group, up to 5s grace, then SIGKILL; reaps.
+fn terminate(child: &mut Child) {
+    let pgid = child.id() as libc::pid_t;
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: plain kill(2) on the process group we created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // SAFETY: as above; harmless if the group is already gone.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 fn check_alive(name: &str, log: &Path) -> anyhow::Result<()> {
@@ -832,18 +938,7 @@ fn stop_children() {
 
 fn stop_children_in(children: &mut Vec<Managed>) {
     while let Some(mut m) = children.pop() {
-        let pgid = m.child.id() as libc::pid_t;
-        if let Ok(None) = m.child.try_wait() {
-            // SAFETY: plain kill(2) on the process group we created.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(m.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        // SAFETY: as above; harmless if the group is already gone.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = m.child.wait();
+        terminate(&mut m.child);
     }
 }
 

@@ -1,10 +1,11 @@
 //! Shared helpers for integration tests. Use with `mod support;` from a file
 //! in `tests/`.
 // Each test binary compiles this module separately and uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod envtest;
 
 pub use envtest::{
-    ADMIN_USER, TESTER_USER, TestEnv, client, env, eventually, fresh_namespace, try_env,
+    ADMIN_USER, GuardedChild, TESTER_USER, TestEnv, client, env, eventually, fresh_namespace,
+    install_crds_from, spawn_guarded, try_env,
 };
