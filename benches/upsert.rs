@@ -1,0 +1,230 @@
+//! Upsert throughput of the report store against a raw `pgbench` floor, on the same server and
+//! in the same run.
+//!
+//! `DATABASE_URL=... cargo bench --bench upsert` (scripts/bench.sh starts a throwaway server).
+//! Env: `BENCH_SECONDS` per phase (default 10), `BENCH_WRITERS` (default 8), `PGBENCH` (path).
+//!
+//! Phases: our store with 8 concurrent writers over distinct tuples, then over one hot tuple;
+//! then `pgbench -c 8 -M prepared` running the very same statement text (generated from
+//! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use scanreport_operator::api::SeveritySummary;
+use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
+use scanreport_operator::store::{NewReport, PoolConfig, REPORT_LOCK_CLASS, Store, UPSERT_SQL};
+use sqlx::ConnectOptions;
+
+const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
+
+/// A plausible Harbor 1.1 vulnerability report of about 13 KB.
+fn sample_report() -> serde_json::Value {
+    let severities = ["Critical", "High", "Medium", "Low", "Unknown"];
+    let vulns: Vec<_> = (0..29)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("CVE-2026-{:05}", 1000 + i),
+                "package": format!("libexample{}", i % 7),
+                "version": format!("1.{}.{}", i % 5, i),
+                "fix_version": if i % 3 == 0 { format!("1.{}.{}", i % 5, i + 1) } else { String::new() },
+                "severity": severities[i % severities.len()],
+                "description": "A crafted input can make the parser read past the end of a buffer, \
+                    which lets a remote attacker crash the process or read adjacent memory.",
+                "links": [format!("https://avd.example/nvd/cve-2026-{:05}", 1000 + i)],
+                "cwe_ids": ["CWE-125"],
+                "vendor_attributes": {"CVSS": {"nvd": {"V3Score": 7.5, "V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}}}
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generated_at": "2026-11-27T00:00:00Z",
+        "artifact": {"repository": "library/nginx", "digest": format!("sha256:{}", "a".repeat(64)),
+                     "mime_type": "application/vnd.oci.image.manifest.v1+json"},
+        "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50.0"},
+        "severity": "Critical",
+        "vulnerabilities": vulns
+    })
+}
+
+fn report(n: u64, body: &serde_json::Value) -> NewReport {
+    NewReport {
+        digest: Digest::parse(&format!("sha256:{n:064x}")).expect("valid digest"),
+        registration_uuid: default_registration_uuid("trivy").expect("uuid"),
+        mime_type: MimeType::parse(VULN).expect("mime"),
+        report: body.clone(),
+        summary: SeveritySummary {
+            critical: 7,
+            high: 7,
+            medium: 6,
+            low: 6,
+            unknown: 6,
+            none: 0,
+            fixable: 11,
+        },
+        scanner_name: "Trivy".into(),
+        scanner_vendor: "Aqua Security".into(),
+        scanner_version: "0.50.0".into(),
+        generated_at: Utc::now(),
+    }
+}
+
+/// Runs `writers` tasks for `secs`; `hot` makes them all write one tuple.
+async fn run_store(store: &Store, writers: usize, secs: u64, hot: bool) -> (u64, f64) {
+    let body = Arc::new(sample_report());
+    let next = Arc::new(AtomicU64::new(1 << 40));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (store, body, next, done) = (store.clone(), body.clone(), next.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let n = if hot { 1 } else { next.fetch_add(1, Ordering::Relaxed) };
+                    store.upsert(&report(n, &body)).await.expect("upsert");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let ops = done.load(Ordering::Relaxed);
+    (ops, ops as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The store's upsert statement rewritten for pgbench variables: same text, same lock, same
+/// conflict handling. `:n` picks the tuple; the report is bound as `:report` per execution.
+fn pgbench_script(hot: bool) -> String {
+    let reg = default_registration_uuid("trivy").expect("uuid");
+    let mut sql = UPSERT_SQL.trim().to_owned();
+    // Highest placeholder first so `$1` does not clobber `$16`.
+    let values = [
+        ("$17", "now()".to_owned()),
+        ("$16", REPORT_LOCK_CLASS.to_string()),
+        ("$15", "'0.50.0'".into()),
+        ("$14", "'Aqua Security'".into()),
+        ("$13", "'Trivy'".into()),
+        ("$12", "11".into()),
+        ("$11", "0".into()),
+        ("$10", "6".into()),
+        ("$9", "6".into()),
+        ("$8", "6".into()),
+        ("$7", "7".into()),
+        ("$6", "7".into()),
+        ("$5", ":report::jsonb".into()),
+        ("$4", format!("'{VULN}'")),
+        ("$3", format!("'{reg}'::uuid")),
+        ("$2", "'sha256:' || lpad(to_hex(:n::bigint), 64, '0')".into()),
+        ("$1", "md5(:n::text)::uuid".into()),
+    ];
+    for (placeholder, value) in values {
+        sql = sql.replace(placeholder, &value);
+    }
+    let pick = if hot {
+        "\\set n 1".to_owned()
+    } else {
+        "\\set n random(1099511627776, 2199023255551)".to_owned()
+    };
+    format!("{pick}\n{};\n", sql.replace('\n', " "))
+}
+
+fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("upsert.sql");
+    std::fs::write(&script, pgbench_script(hot)).expect("write pgbench script");
+    let report = sample_report().to_string();
+    let pgbench =
+        std::env::var("PGBENCH").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pgbench".into());
+    let out = Command::new(&pgbench)
+        .args(["-n", "-M", "prepared", "-c", &writers.to_string(), "-j", "2"])
+        .args(["-T", &secs.to_string(), "-f"])
+        .arg(&script)
+        .arg("-D")
+        .arg(format!("report={report}"))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {pgbench}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"))
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let base = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL server; scripts/bench.sh starts one");
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let writers: usize = std::env::var("BENCH_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+
+    let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("DATABASE_URL parses");
+    let db = format!("bench_upsert_{}", std::process::id());
+    let mut admin = opts.connect().await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    // Same server, other database; pgbench takes a plain libpq URL.
+    let (head, query) = base.split_once('?').map_or((base.as_str(), ""), |(h, q)| (h, q));
+    let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+    let url = if query.is_empty() {
+        format!("{root}/{db}")
+    } else {
+        format!("{root}/{db}?{query}")
+    };
+    let store = Store::connect(
+        &url,
+        &PoolConfig {
+            max_connections: writers as u32,
+            ..PoolConfig::default()
+        },
+    )
+    .await
+    .expect("connect store");
+    store.migrate().await.expect("migrate");
+    let size = sample_report().to_string().len();
+    println!("report size: {size} bytes; writers: {writers}; {secs} s per phase");
+
+    let mut rows = Vec::new();
+    for (label, hot) in [("distinct tuples", false), ("one hot tuple", true)] {
+        let (ops, ours) = run_store(&store, writers, secs, hot).await;
+        let floor = run_pgbench(&url, writers, secs, hot);
+        let ratio = ours / floor * 100.0;
+        println!("{label}: store {ours:.0}/s ({ops} upserts), pgbench {floor:.0}/s, {ratio:.0}%");
+        rows.push((label, ours, floor, ratio));
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM scan_report")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    println!("rows after the run: {count}");
+    println!("\n| workload | store (upserts/s) | pgbench -c {writers} (tps) | store / pgbench |");
+    println!("|---|---:|---:|---:|");
+    for (label, ours, floor, ratio) in rows {
+        println!("| {label} | {ours:.0} | {floor:.0} | {ratio:.0}% |");
+    }
+    store.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .ok();
+}

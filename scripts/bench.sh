@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmarks. Starts a throwaway PostgreSQL unless DATABASE_URL is set.
+#   scripts/bench.sh            all benchmarks
+#   scripts/bench.sh upsert     only the store's upsert throughput
+# Results to copy into docs/benchmarks.md are printed as Markdown tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/common.sh
+
+ensure_packages cc:gcc python3:python3
+trap pg_stop EXIT
+trap 'exit 130' INT TERM
+[[ -n ${DATABASE_URL:-} ]] || pg_start
+
+benches=("$@")
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert)
+for b in "${benches[@]}"; do
+  log "cargo bench --bench $b"
+  cargo bench --bench "$b"
+done
