@@ -16,7 +16,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Advisory-lock class for per-report serialisation (ASCII "SCNR"); the two-key lock space never
 /// collides with sqlx's single-key migration lock.
-const REPORT_LOCK_CLASS: i32 = 0x5343_4e52;
+pub const REPORT_LOCK_CLASS: i32 = 0x5343_4e52;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,7 +43,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn query(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+    pub(crate) fn query_err(action: &'static str) -> impl Fn(sqlx::Error) -> Self + Copy {
         move |source| Self::Query { action, source }
     }
 
@@ -160,7 +160,7 @@ impl Default for PoolConfig {
 //   instead find the committed row and take the DO UPDATE path.
 // * DO UPDATE only when the incoming report is strictly newer: an older one never overwrites.
 // * `xmax = 0` tells an insert from an update; no row returned means the existing one was kept.
-const UPSERT: &str = r#"
+pub const UPSERT_SQL: &str = r#"
 WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text)))
 INSERT INTO scan_report AS r (
     id, digest, registration_uuid, mime_type, report,
@@ -230,13 +230,13 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts or updates the report of its tuple; see [`UPSERT`] for the guarantees.
+    /// Inserts or updates the report of its tuple; see [`UPSERT_SQL`] for the guarantees.
     pub async fn upsert(&self, report: &NewReport) -> Result<(Uuid, UpsertOutcome), StoreError> {
         let id = report.id();
         let s = &report.summary;
         // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
         let generated_at = report.generated_at.trunc_subsecs(6);
-        let row = sqlx::query(UPSERT)
+        let row = sqlx::query(UPSERT_SQL)
             .bind(id)
             .bind(report.digest.as_str())
             .bind(report.registration_uuid)
@@ -256,7 +256,7 @@ impl Store {
             .bind(generated_at)
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::query("upserting a report"))?;
+            .map_err(StoreError::query_err("upserting a report"))?;
         let outcome = match row {
             None => UpsertOutcome::KeptExisting,
             Some(row) if row.try_get::<bool, _>("inserted").unwrap_or(false) => {
@@ -272,7 +272,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::query("reading a report"))?;
+            .map_err(StoreError::query_err("reading a report"))?;
         row.map(|row| {
             let meta = meta_from_row(&row)?;
             let report = row.try_get("report").map_err(|e| StoreError::Corrupt {
@@ -290,7 +290,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::query("reading report metadata"))?;
+            .map_err(StoreError::query_err("reading report metadata"))?;
         row.as_ref().map(meta_from_row).transpose()
     }
 
@@ -314,7 +314,7 @@ impl Store {
         .bind(digest.as_str())
         .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::query("listing reports"))?;
+        .map_err(StoreError::query_err("listing reports"))?;
         rows.iter().map(meta_from_row).collect()
     }
 }
@@ -322,7 +322,7 @@ impl Store {
 fn meta_from_row(row: &sqlx::postgres::PgRow) -> Result<ReportMeta, StoreError> {
     let id: Uuid = row
         .try_get("id")
-        .map_err(StoreError::query("decoding a report id"))?;
+        .map_err(StoreError::query_err("decoding a report id"))?;
     let corrupt = |e: sqlx::Error| StoreError::Corrupt {
         id,
         reason: e.to_string(),
