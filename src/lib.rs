@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod identity;
+pub mod scanner;
 pub mod store;
 pub mod telemetry;
 

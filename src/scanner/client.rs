@@ -1,0 +1,1420 @@
+//! HTTP client of one scanner adapter, and a TTL cache of adapter metadata.
+//!
+//! The client follows the specification's content negotiation exactly (see `docs/scanner.md`):
+//! it never follows redirects (a 302 from the report endpoint means "not ready"), caps every
+//! response body while streaming it, and turns each answer into a typed outcome or a classified
+//! [`ScannerError`]. TLS uses rustls with the `ring` provider, as kube does, so the process
+//! never has two crypto providers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+
+use crate::api::{AdapterStatus, CapabilityStatus, ScannerInfo, ScannerSpec, SeveritySummary};
+use crate::identity::{Digest, MimeType};
+
+use super::auth::{AdapterCredentials, RegistryAuthorization};
+use super::error::{Operation, ScannerError};
+use super::summary;
+use super::wire::{self, CAPABILITY_SBOM, CAPABILITY_VULNERABILITY, mime};
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Wait before polling again when a 302 has no usable `Refresh-After`.
+pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(5);
+/// Bounds of `Refresh-After` and `Retry-After`: poll at most once a second, at least every 10
+/// minutes, whatever the adapter says.
+pub const MIN_REFRESH_AFTER: Duration = Duration::from_secs(1);
+pub const MAX_REFRESH_AFTER: Duration = Duration::from_secs(600);
+/// Error bodies are read only this far: enough for a message.
+const ERROR_BODY_LIMIT: u64 = 16 * 1024;
+const MAX_MESSAGE_CHARS: usize = 512;
+const MAX_SCAN_ID_LEN: usize = 1024;
+
+/// Timeouts and limits of an [`AdapterClient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// One whole request, body included (a Scanner's `spec.requestTimeout`).
+    pub request_timeout: Duration,
+    /// Largest response body accepted; enforced while streaming.
+    pub max_response_bytes: u64,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            user_agent: concat!("scanreport-operator/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// The specification level an adapter speaks, as far as the client must care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiLevel {
+    /// Specification v1.0 or v1.1: metadata 1.0, scan request 1.0, no capability types.
+    V1_0,
+    /// Specification v1.2: metadata 1.1 or typed capabilities; scan request 1.1 with
+    /// `enabled_capabilities`.
+    V1_2,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapabilityKind {
+    Vulnerability,
+    Sbom,
+    /// A type from a newer specification; kept so that its MIME types are still usable.
+    Other(String),
+}
+
+impl CapabilityKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Vulnerability => CAPABILITY_VULNERABILITY,
+            Self::Sbom => CAPABILITY_SBOM,
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// One capability of the adapter, with MIME types as the adapter spells them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capability {
+    pub kind: CapabilityKind,
+    pub consumes_mime_types: Vec<String>,
+    pub produces_mime_types: Vec<String>,
+    /// For SBOM capabilities: `additional_attributes.sbom_media_types`.
+    pub sbom_media_types: Vec<String>,
+}
+
+impl Capability {
+    /// The adapter's own spelling of `report`, when this capability produces it.
+    pub fn produced_spelling(&self, report: &MimeType) -> Option<&str> {
+        self.produces_mime_types
+            .iter()
+            .find(|m| same_mime(m, report))
+            .map(String::as_str)
+    }
+
+    /// Whether the capability accepts artifacts of this manifest MIME type. An adapter that
+    /// lists no consumed types is taken to accept any.
+    pub fn consumes(&self, artifact_mime_type: &str) -> bool {
+        let Ok(wanted) = MimeType::parse(artifact_mime_type) else {
+            return false;
+        };
+        self.consumes_mime_types.is_empty()
+            || self
+                .consumes_mime_types
+                .iter()
+                .any(|m| same_mime(m, &wanted))
+    }
+
+    /// The SBOM format to ask for: the first one the adapter lists that the specification knows,
+    /// else SPDX, which is what Harbor asks for.
+    pub fn preferred_sbom_media_type(&self) -> &'static str {
+        self.sbom_media_types
+            .iter()
+            .find_map(|m| match m.trim() {
+                mime::SBOM_SPDX_JSON => Some(mime::SBOM_SPDX_JSON),
+                mime::SBOM_CYCLONEDX_JSON => Some(mime::SBOM_CYCLONEDX_JSON),
+                _ => None,
+            })
+            .unwrap_or(mime::SBOM_SPDX_JSON)
+    }
+}
+
+/// What `GET /api/v1/metadata` said, interpreted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterMetadata {
+    pub scanner: ScannerInfo,
+    pub capabilities: Vec<Capability>,
+    pub properties: BTreeMap<String, Value>,
+    pub api_level: ApiLevel,
+    /// The metadata MIME type the adapter answered with (canonical).
+    pub content_type: MimeType,
+}
+
+impl AdapterMetadata {
+    pub fn from_wire(meta: wire::ScannerAdapterMetadata, content_type: MimeType) -> Self {
+        let typed = meta
+            .capabilities
+            .iter()
+            .any(|c| c.capability_type.is_some());
+        let api_level = if typed || is(&content_type, mime::METADATA_1_1) {
+            ApiLevel::V1_2
+        } else {
+            ApiLevel::V1_0
+        };
+        let capabilities = meta
+            .capabilities
+            .into_iter()
+            .map(|c| Capability {
+                kind: match c.capability_type.as_deref() {
+                    None | Some(CAPABILITY_VULNERABILITY) => CapabilityKind::Vulnerability,
+                    Some(CAPABILITY_SBOM) => CapabilityKind::Sbom,
+                    Some(other) => CapabilityKind::Other(other.to_owned()),
+                },
+                sbom_media_types: c
+                    .additional_attributes
+                    .as_ref()
+                    .and_then(|a| a.get("sbom_media_types"))
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                consumes_mime_types: c.consumes_mime_types,
+                produces_mime_types: c.produces_mime_types,
+            })
+            .collect();
+        Self {
+            scanner: ScannerInfo {
+                name: meta.scanner.name,
+                vendor: meta.scanner.vendor,
+                version: meta.scanner.version,
+            },
+            capabilities,
+            properties: meta.properties,
+            api_level,
+            content_type,
+        }
+    }
+
+    /// The capability that produces `report`, compared in canonical form.
+    pub fn capability_for(&self, report: &MimeType) -> Option<&Capability> {
+        self.capabilities
+            .iter()
+            .find(|c| c.produced_spelling(report).is_some())
+    }
+
+    /// Every report MIME type the adapter produces, canonical, sorted, without duplicates.
+    pub fn offered_report_mime_types(&self) -> Vec<MimeType> {
+        let mut all: Vec<MimeType> = self
+            .capabilities
+            .iter()
+            .flat_map(|c| &c.produces_mime_types)
+            .filter_map(|m| MimeType::parse(m).ok())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The scan request MIME type to send: 1.1 to v1.2 adapters (the version that carries
+    /// `enabled_capabilities`), 1.0 to older ones, which know no other.
+    pub fn scan_request_mime_type(&self) -> &'static str {
+        match self.api_level {
+            ApiLevel::V1_2 => mime::SCAN_REQUEST_1_1,
+            ApiLevel::V1_0 => mime::SCAN_REQUEST_1_0,
+        }
+    }
+
+    /// For a Scanner's `status.adapter`.
+    pub fn to_status(&self, fetched_at: Option<Time>) -> AdapterStatus {
+        AdapterStatus {
+            name: self.scanner.name.clone(),
+            vendor: self.scanner.vendor.clone(),
+            version: self.scanner.version.clone(),
+            capabilities: self
+                .capabilities
+                .iter()
+                .map(|c| CapabilityStatus {
+                    capability_type: c.kind.as_str().to_owned(),
+                    consumes_mime_types: c.consumes_mime_types.clone(),
+                    produces_mime_types: c.produces_mime_types.clone(),
+                })
+                .collect(),
+            fetched_at,
+        }
+    }
+}
+
+/// One scan to submit: one artifact, one report MIME type.
+#[derive(Clone, Debug)]
+pub struct ScanSubmission {
+    /// `registry.url` as the adapter should reach the registry.
+    pub registry_url: String,
+    pub registry_authorization: Option<RegistryAuthorization>,
+    pub repository: String,
+    pub digest: Digest,
+    pub tag: Option<String>,
+    /// Manifest media type of the artifact, e.g. [`mime::OCI_IMAGE_MANIFEST`].
+    pub artifact_mime_type: String,
+    /// The report wanted from this scan.
+    pub report_mime_type: MimeType,
+}
+
+/// A scan the adapter accepted: everything needed to poll for its report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanHandle {
+    /// The adapter's scan request id.
+    pub id: String,
+    /// The report wanted (canonical).
+    pub report_mime_type: MimeType,
+    /// The `Accept` value: the report MIME type as the adapter spells it.
+    pub accept: String,
+    /// For SBOM reports: the `sbom_media_type` query parameter.
+    pub sbom_media_type: Option<String>,
+}
+
+/// A report the adapter delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub mime_type: MimeType,
+    /// The report; a raw report that is not JSON is a JSON string.
+    pub body: Value,
+    pub size_bytes: usize,
+    /// Severity counts, for vulnerability reports only.
+    pub summary: Option<SeveritySummary>,
+    /// The report's `generated_at`, when present and RFC 3339.
+    pub generated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The report's `scanner`, when present.
+    pub scanner: Option<ScannerInfo>,
+}
+
+/// The answer to a report poll.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReportPoll {
+    Ready(Box<Report>),
+    /// HTTP 302: poll again after `retry_after` (`Refresh-After`, clamped).
+    NotReady {
+        retry_after: Duration,
+    },
+    /// HTTP 404: the adapter does not know the scan id (it restarted or expired the scan);
+    /// submit the scan again.
+    ScanNotFound,
+}
+
+/// A client of one scanner adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct AdapterClient {
+    http: reqwest::Client,
+    /// The base URL without a trailing slash.
+    base: String,
+    credentials: AdapterCredentials,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for AdapterClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdapterClient")
+            .field("base", &self.base)
+            .field("auth", &self.credentials.kind())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdapterClient {
+    /// A client of the adapter at `base_url` (the client appends `/api/v1/...`), trusting the
+    /// public web PKI roots plus the PEM certificates of `ca_bundle`.
+    pub fn new(
+        base_url: &str,
+        credentials: AdapterCredentials,
+        ca_bundle: Option<&str>,
+        options: ClientOptions,
+    ) -> Result<Self, ScannerError> {
+        let base = normalise_base_url(base_url)?;
+        let tls = tls_config(ca_bundle)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            // A 302 from the report endpoint means "not ready"; no answer is ever followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .user_agent(options.user_agent.clone())
+            .build()
+            .map_err(|e| ScannerError::ClientSetup {
+                url: base.clone(),
+                detail: error_chain(&e.without_url()),
+            })?;
+        Ok(Self {
+            http,
+            base,
+            credentials,
+            options,
+        })
+    }
+
+    /// [`AdapterClient::new`] with a Scanner's `spec.url` and `spec.caBundle`.
+    pub fn for_scanner(
+        spec: &ScannerSpec,
+        credentials: AdapterCredentials,
+        options: ClientOptions,
+    ) -> Result<Self, ScannerError> {
+        Self::new(&spec.url, credentials, spec.ca_bundle.as_deref(), options)
+    }
+
+    /// The adapter's base URL, normalised; the key of the [`MetadataCache`].
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// `GET /api/v1/metadata`, accepting metadata 1.1 and 1.0.
+    pub async fn metadata(&self) -> Result<AdapterMetadata, ScannerError> {
+        let op = Operation::Metadata;
+        let url = self.url(&["metadata"])?;
+        let accept = format!("{}, {}", mime::METADATA_1_1, mime::METADATA_1_0);
+        let resp = self
+            .send(op, self.http.get(url).header(ACCEPT, accept))
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.failure(op, resp, &[]).await);
+        }
+        let content_type = expect_content_type(
+            op,
+            resp.headers(),
+            &[mime::METADATA_1_1, mime::METADATA_1_0],
+        )?;
+        let body = self.read_body(op, resp).await?;
+        let meta: wire::ScannerAdapterMetadata =
+            serde_json::from_slice(&body).map_err(|e| ScannerError::MalformedResponse {
+                operation: op,
+                reason: format!("not adapter metadata: {e}"),
+            })?;
+        let meta = AdapterMetadata::from_wire(meta, content_type);
+        tracing::debug!(
+            adapter = %self.base,
+            scanner = %meta.scanner.name,
+            version = %meta.scanner.version,
+            api_level = ?meta.api_level,
+            "fetched adapter metadata"
+        );
+        Ok(meta)
+    }
+
+    /// `POST /api/v1/scan` for one (artifact, report MIME type). Checks first that the adapter
+    /// offers the report and consumes the artifact, so an impossible scan never reaches it.
+    pub async fn submit_scan(
+        &self,
+        metadata: &AdapterMetadata,
+        scan: &ScanSubmission,
+    ) -> Result<ScanHandle, ScannerError> {
+        let op = Operation::SubmitScan;
+        let (request, mut handle) = build_scan_request(metadata, scan)?;
+        let body = serde_json::to_vec(&request).map_err(|e| ScannerError::ClientSetup {
+            url: self.base.clone(),
+            detail: format!("cannot serialise the scan request: {e}"),
+        })?;
+        let url = self.url(&["scan"])?;
+        let req = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, metadata.scan_request_mime_type())
+            .header(ACCEPT, mime::SCAN_RESPONSE_1_0)
+            .body(body);
+        let resp = self.send(op, req).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let extra = scan
+                .registry_authorization
+                .as_ref()
+                .map(registry_secrets)
+                .unwrap_or_default();
+            return Err(self.failure(op, resp, &extra).await);
+        }
+        expect_content_type(op, resp.headers(), &[mime::SCAN_RESPONSE_1_0])?;
+        let body = self.read_body(op, resp).await?;
+        let answer: wire::ScanResponse =
+            serde_json::from_slice(&body).map_err(|e| ScannerError::MalformedResponse {
+                operation: op,
+                reason: format!("not a scan response: {e}"),
+            })?;
+        let id = answer.id.trim();
+        if id.is_empty() || id.len() > MAX_SCAN_ID_LEN || id.chars().any(char::is_control) {
+            return Err(ScannerError::MalformedResponse {
+                operation: op,
+                reason: "the scan response `id` is empty, too long or has control characters"
+                    .into(),
+            });
+        }
+        id.clone_into(&mut handle.id);
+        tracing::info!(
+            adapter = %self.base,
+            digest = %scan.digest,
+            report_mime_type = %scan.report_mime_type,
+            scan_id = %handle.id,
+            "scan accepted by the adapter"
+        );
+        Ok(handle)
+    }
+
+    /// `GET /api/v1/scan/{id}/report` with `Accept: <report MIME type>`.
+    pub async fn fetch_report(&self, handle: &ScanHandle) -> Result<ReportPoll, ScannerError> {
+        let op = Operation::FetchReport;
+        let mut url = self.url(&["scan", &handle.id, "report"])?;
+        if let Some(media_type) = &handle.sbom_media_type {
+            url.query_pairs_mut()
+                .append_pair("sbom_media_type", media_type);
+        }
+        let resp = self
+            .send(op, self.http.get(url).header(ACCEPT, &handle.accept))
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::FOUND => {
+                let retry_after = refresh_after(resp.headers().get("Refresh-After"));
+                tracing::debug!(adapter = %self.base, scan_id = %handle.id, ?retry_after, "report not ready");
+                return Ok(ReportPoll::NotReady { retry_after });
+            }
+            StatusCode::NOT_FOUND => {
+                tracing::info!(adapter = %self.base, scan_id = %handle.id, "the adapter does not know the scan");
+                return Ok(ReportPoll::ScanNotFound);
+            }
+            _ => return Err(self.failure(op, resp, &[]).await),
+        }
+        expect_content_type(op, resp.headers(), &[handle.report_mime_type.as_str()])?;
+        let bytes = self.read_body(op, resp).await?;
+        let size_bytes = bytes.len();
+        let body = parse_report(&handle.report_mime_type, bytes).map_err(|reason| {
+            ScannerError::MalformedResponse {
+                operation: op,
+                reason,
+            }
+        })?;
+        let summary = summary::summarize(&handle.report_mime_type, &body).map_err(|e| {
+            ScannerError::MalformedResponse {
+                operation: op,
+                reason: e.to_string(),
+            }
+        })?;
+        let generated_at = body
+            .get("generated_at")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let scanner = body
+            .get("scanner")
+            .and_then(|s| serde_json::from_value::<wire::Scanner>(s.clone()).ok())
+            .map(|s| ScannerInfo {
+                name: s.name,
+                vendor: s.vendor,
+                version: s.version,
+            });
+        tracing::info!(
+            adapter = %self.base,
+            scan_id = %handle.id,
+            report_mime_type = %handle.report_mime_type,
+            size_bytes,
+            "report fetched"
+        );
+        Ok(ReportPoll::Ready(Box::new(Report {
+            mime_type: handle.report_mime_type.clone(),
+            body,
+            size_bytes,
+            summary,
+            generated_at,
+            scanner,
+        })))
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, ScannerError> {
+        let invalid = |reason: String| ScannerError::InvalidUrl {
+            url: self.base.clone(),
+            reason,
+        };
+        let mut url = Url::parse(&self.base).map_err(|e| invalid(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| invalid("cannot be a base URL".into()))?
+            .pop_if_empty()
+            .extend(["api", "v1"])
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn send(
+        &self,
+        op: Operation,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ScannerError> {
+        let req = match self.credentials.header() {
+            Some((name, value)) => req.header(name, value),
+            None => req,
+        };
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| self.transport_error(op, e))?;
+        tracing::debug!(
+            adapter = %self.base,
+            operation = %op,
+            status = resp.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "adapter answered"
+        );
+        Ok(resp)
+    }
+
+    fn transport_error(&self, op: Operation, e: reqwest::Error) -> ScannerError {
+        let e = e.without_url();
+        if let Some(detail) = tls_failure(&e) {
+            return ScannerError::Tls {
+                url: self.base.clone(),
+                detail,
+            };
+        }
+        if e.is_timeout() {
+            let timeout = if e.is_connect() {
+                self.options.connect_timeout
+            } else {
+                self.options.request_timeout
+            };
+            return ScannerError::Timeout {
+                operation: op,
+                timeout,
+            };
+        }
+        if e.is_connect() {
+            return ScannerError::Connect {
+                url: self.base.clone(),
+                detail: error_chain(&e),
+            };
+        }
+        if e.is_builder() {
+            return ScannerError::ClientSetup {
+                url: self.base.clone(),
+                detail: error_chain(&e),
+            };
+        }
+        ScannerError::Transport {
+            operation: op,
+            detail: error_chain(&e),
+        }
+    }
+
+    /// Reads the body, failing as soon as it exceeds the limit.
+    async fn read_body(
+        &self,
+        op: Operation,
+        resp: reqwest::Response,
+    ) -> Result<Vec<u8>, ScannerError> {
+        let limit = self.options.max_response_bytes;
+        read_capped(resp, limit).await.map_err(|e| match e {
+            ReadError::TooLarge => ScannerError::ResponseTooLarge {
+                operation: op,
+                limit,
+            },
+            ReadError::Transport(e) => self.transport_error(op, e),
+        })
+    }
+
+    /// Turns an unexpected status into an error, with the adapter's message when it sent one.
+    async fn failure(
+        &self,
+        op: Operation,
+        resp: reqwest::Response,
+        extra_secrets: &[String],
+    ) -> ScannerError {
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        // A body that cannot be read in full still leaves the status to go by.
+        let body = read_capped(resp, ERROR_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let mut secrets = self.credentials.secrets();
+        secrets.extend_from_slice(extra_secrets);
+        let message = error_message(&body, &secrets);
+        tracing::debug!(adapter = %self.base, operation = %op, status, %message, "adapter refused");
+        classify_status(&self.base, op, status, message, retry_after)
+    }
+}
+
+/// Maps a status other than the success status of the operation to an error.
+pub(crate) fn classify_status(
+    url: &str,
+    operation: Operation,
+    status: u16,
+    message: String,
+    retry_after: Option<Duration>,
+) -> ScannerError {
+    match status {
+        401 | 403 => ScannerError::Unauthorized {
+            url: url.to_owned(),
+            operation,
+            status,
+        },
+        400 | 422 => ScannerError::InvalidRequest {
+            operation,
+            status,
+            message,
+        },
+        429 => ScannerError::RateLimited {
+            operation,
+            retry_after,
+        },
+        501 => ScannerError::Unsupported { operation, message },
+        408 | 500..=599 => ScannerError::Server {
+            operation,
+            status,
+            message,
+            retry_after,
+        },
+        _ => ScannerError::UnexpectedStatus {
+            operation,
+            status,
+            message,
+        },
+    }
+}
+
+/// The scan request body and the handle to poll with, for one submission.
+pub(crate) fn build_scan_request(
+    metadata: &AdapterMetadata,
+    scan: &ScanSubmission,
+) -> Result<(wire::ScanRequest, ScanHandle), ScannerError> {
+    let report = &scan.report_mime_type;
+    let not_offered = || ScannerError::ReportMimeTypeNotOffered {
+        mime_type: report.to_string(),
+        offered: list_or_none(metadata.offered_report_mime_types().iter()),
+    };
+    let capability = metadata.capability_for(report).ok_or_else(not_offered)?;
+    let spelling = capability
+        .produced_spelling(report)
+        .ok_or_else(not_offered)?;
+    if !capability.consumes(&scan.artifact_mime_type) {
+        return Err(ScannerError::ArtifactMimeTypeNotConsumed {
+            mime_type: scan.artifact_mime_type.clone(),
+            report_mime_type: report.to_string(),
+            consumed: list_or_none(capability.consumes_mime_types.iter()),
+        });
+    }
+    let sbom_media_type = (capability.kind == CapabilityKind::Sbom)
+        .then(|| capability.preferred_sbom_media_type().to_owned());
+    // Older adapters know no `enabled_capabilities` and may reject unknown fields; v1.2 adapters
+    // get exactly the one report this scan is for.
+    let enabled_capabilities = (metadata.api_level == ApiLevel::V1_2).then(|| {
+        vec![wire::EnabledCapability {
+            capability_type: capability.kind.as_str().to_owned(),
+            produces_mime_types: Some(vec![spelling.to_owned()]),
+            parameters: sbom_media_type.as_ref().map(|m| wire::SbomParameters {
+                sbom_media_types: vec![m.clone()],
+            }),
+        }]
+    });
+    let request = wire::ScanRequest {
+        registry: wire::Registry {
+            url: scan.registry_url.clone(),
+            authorization: scan
+                .registry_authorization
+                .as_ref()
+                .map(|a| a.as_secret().clone()),
+        },
+        artifact: wire::Artifact {
+            repository: scan.repository.clone(),
+            digest: scan.digest.as_str().to_owned(),
+            tag: scan.tag.clone(),
+            mime_type: scan.artifact_mime_type.clone(),
+        },
+        enabled_capabilities,
+    };
+    let handle = ScanHandle {
+        id: String::new(),
+        report_mime_type: report.clone(),
+        accept: spelling.to_owned(),
+        sbom_media_type,
+    };
+    Ok((request, handle))
+}
+
+/// Parses `Refresh-After` (whole seconds) in full, clamped to
+/// [`MIN_REFRESH_AFTER`]..=[`MAX_REFRESH_AFTER`]; [`DEFAULT_REFRESH_AFTER`] when absent or not
+/// a number. Harbor parses it as an 8-bit integer; we do not, so 300 means 300.
+pub fn refresh_after(value: Option<&HeaderValue>) -> Duration {
+    let Some(value) = value else {
+        return DEFAULT_REFRESH_AFTER;
+    };
+    match value.to_str().ok().and_then(parse_seconds) {
+        Some(d) => d,
+        None => {
+            tracing::warn!("ignoring a Refresh-After that is not a number of seconds");
+            DEFAULT_REFRESH_AFTER
+        }
+    }
+}
+
+/// `Retry-After` in seconds, clamped like `Refresh-After`. HTTP dates are ignored.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_seconds)
+}
+
+/// A non-negative decimal integer of seconds, saturating when too large, then clamped.
+fn parse_seconds(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = s.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).clamp(MIN_REFRESH_AFTER, MAX_REFRESH_AFTER))
+}
+
+/// Checks `Content-Type` against the expected MIME types, canonically. A `charset` parameter is
+/// ignored: it does not change the type.
+fn expect_content_type(
+    operation: Operation,
+    headers: &HeaderMap,
+    expected: &[&str],
+) -> Result<MimeType, ScannerError> {
+    let received = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let canonical = MimeType::parse(received)
+        .ok()
+        .and_then(|m| MimeType::parse(&without_charset(&m)).ok());
+    if let Some(got) = canonical
+        && expected.iter().any(|e| is(&got, e))
+    {
+        return Ok(got);
+    }
+    Err(ScannerError::UnexpectedContentType {
+        operation,
+        expected: expected.join(" or "),
+        received: received.chars().take(200).collect(),
+    })
+}
+
+fn without_charset(m: &MimeType) -> String {
+    m.as_str()
+        .split("; ")
+        .filter(|p| !p.starts_with("charset="))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn is(m: &MimeType, expected: &str) -> bool {
+    MimeType::parse(expected).is_ok_and(|e| &e == m)
+}
+
+fn same_mime(spelling: &str, canonical: &MimeType) -> bool {
+    MimeType::parse(spelling).is_ok_and(|m| &m == canonical)
+}
+
+fn list_or_none<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let items: Vec<String> = items.map(|i| i.to_string()).collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The report as JSON: vulnerability and SBOM reports must be JSON objects; a raw report may be
+/// any JSON or, failing that, UTF-8 text (kept as a JSON string).
+fn parse_report(mime_type: &MimeType, bytes: Vec<u8>) -> Result<Value, String> {
+    if is(mime_type, mime::RAW_VULN_REPORT) {
+        if let Ok(value) = serde_json::from_slice(&bytes) {
+            return Ok(value);
+        }
+        return String::from_utf8(bytes)
+            .map(Value::String)
+            .map_err(|_| "the raw report is neither JSON nor UTF-8 text".to_owned());
+    }
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the report is not JSON: {e}"))?;
+    let known = [
+        mime::HARBOR_VULN_REPORT_1_0,
+        mime::VULN_REPORT_1_1,
+        mime::SBOM_REPORT_1_0,
+    ];
+    if known.iter().any(|k| is(mime_type, k)) && !value.is_object() {
+        return Err("the report is not a JSON object".into());
+    }
+    Ok(value)
+}
+
+/// The message of an `ErrorResponse`, or the body's text; cleaned, shortened and with every
+/// known secret replaced by `***`, since adapters sometimes echo what they were sent.
+fn error_message(body: &[u8], secrets: &[String]) -> String {
+    let text = serde_json::from_slice::<wire::ErrorResponse>(body)
+        .ok()
+        .map(|e| e.error.message)
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let mut text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Longest first, so `user:password` goes whole before `password` alone.
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        text = text.replace(secret.as_str(), "***");
+    }
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
+    }
+    text
+}
+
+/// What a registry authorization could show up as in an echo: the header value, its token and,
+/// for Basic, the decoded `user:password` and password.
+fn registry_secrets(auth: &RegistryAuthorization) -> Vec<String> {
+    let value = auth.as_secret().expose();
+    let mut out = vec![value.to_owned()];
+    if let Some((scheme, token)) = value.split_once(' ') {
+        out.push(token.to_owned());
+        if scheme.eq_ignore_ascii_case("basic")
+            && let Some(decoded) = STANDARD
+                .decode(token)
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+        {
+            if let Some((_, password)) = decoded.split_once(':') {
+                out.push(password.to_owned());
+            }
+            out.push(decoded);
+        }
+    }
+    out
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|len| len > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let initial = resp.content_length().unwrap_or(0).min(1 << 20);
+    let mut body = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Checks the base URL: http(s), a host, no credentials, query or fragment.
+fn normalise_base_url(base_url: &str) -> Result<String, ScannerError> {
+    let invalid = |reason: &str| ScannerError::InvalidUrl {
+        url: redact_userinfo(base_url),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(base_url.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "credentials in the URL are not allowed; use spec.auth",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a query or fragment is not allowed"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Replaces `user:password@` in a URL-like string with `***@`.
+fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The rustls client configuration: `ring`, web PKI roots plus the Scanner's CA bundle.
+fn tls_config(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, ScannerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(bundle) = ca_bundle.filter(|b| !b.trim().is_empty()) {
+        let invalid = |reason: String| ScannerError::InvalidCaBundle { reason };
+        let mut added = 0usize;
+        for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+            let cert = cert.map_err(|e| invalid(format!("cannot parse PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(invalid("no `CERTIFICATE` block found".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ScannerError::InvalidCaBundle {
+            reason: format!("TLS set-up failed: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // reqwest leaves ALPN of a preconfigured config alone.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS failure that retrying will not fix (certificate, protocol or plain-HTTP peer), with its
+/// description.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let rustls_err = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(r) = rustls_err {
+            return matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::InvalidMessage(_)
+                    | rustls::Error::InvalidCertRevocationList(_)
+            )
+            .then(|| r.to_string());
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// An error and its sources, joined with `: `, repeated texts once.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+/// Adapter metadata cached per adapter URL for a TTL, so reconciles do not query the adapter
+/// each time. Concurrent misses for one adapter make one request; failures are not cached.
+#[derive(Debug)]
+pub struct MetadataCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    fetched: Instant,
+    metadata: Arc<AdapterMetadata>,
+}
+
+impl MetadataCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The adapter's metadata, from the cache while younger than the TTL.
+    pub async fn get(&self, client: &AdapterClient) -> Result<Arc<AdapterMetadata>, ScannerError> {
+        let slot = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries
+                .entry(client.base_url().to_owned())
+                .or_default()
+                .clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(cached) = slot.as_ref()
+            && cached.fetched.elapsed() < self.ttl
+        {
+            return Ok(cached.metadata.clone());
+        }
+        let metadata = Arc::new(client.metadata().await?);
+        *slot = Some(Cached {
+            fetched: Instant::now(),
+            metadata: metadata.clone(),
+        });
+        Ok(metadata)
+    }
+
+    /// Forgets an adapter, e.g. when its Scanner changed or was deleted.
+    pub fn invalidate(&self, base_url: &str) {
+        let key = normalise_base_url(base_url).unwrap_or_else(|_| base_url.to_owned());
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(json: Value, content_type: &str) -> AdapterMetadata {
+        AdapterMetadata::from_wire(
+            serde_json::from_value(json).unwrap(),
+            MimeType::parse(content_type).unwrap(),
+        )
+    }
+
+    fn legacy() -> AdapterMetadata {
+        metadata(
+            serde_json::json!({
+                "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.20"},
+                "capabilities": [{
+                    "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST, mime::DOCKER_MANIFEST_V2],
+                    "produces_mime_types": [mime::HARBOR_VULN_REPORT_1_0, "application/vnd.security.vulnerability.report;version=1.1"]
+                }]
+            }),
+            mime::METADATA_1_0,
+        )
+    }
+
+    fn modern() -> AdapterMetadata {
+        metadata(
+            serde_json::json!({
+                "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50"},
+                "capabilities": [
+                    {"type": "vulnerability",
+                     "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST],
+                     "produces_mime_types": [mime::VULN_REPORT_1_1, mime::RAW_VULN_REPORT]},
+                    {"type": "sbom",
+                     "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST],
+                     "produces_mime_types": [mime::SBOM_REPORT_1_0],
+                     "additional_attributes": {"sbom_media_types": ["application/x-unknown", mime::SBOM_CYCLONEDX_JSON, mime::SBOM_SPDX_JSON]}}
+                ],
+                "properties": {"harbor.scanner-adapter/scanner-type": "os-package-vulnerability"}
+            }),
+            mime::METADATA_1_1,
+        )
+    }
+
+    fn submission(report: &str) -> ScanSubmission {
+        ScanSubmission {
+            registry_url: "https://core.harbor.domain".into(),
+            registry_authorization: Some(RegistryAuthorization::basic("robot", "s3cret")),
+            repository: "library/nginx".into(),
+            digest: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+            tag: Some("1.25".into()),
+            artifact_mime_type: mime::OCI_IMAGE_MANIFEST.into(),
+            report_mime_type: MimeType::parse(report).unwrap(),
+        }
+    }
+
+    #[test]
+    fn api_level_detection() {
+        assert_eq!(legacy().api_level, ApiLevel::V1_0);
+        assert_eq!(legacy().scan_request_mime_type(), mime::SCAN_REQUEST_1_0);
+        assert_eq!(modern().api_level, ApiLevel::V1_2);
+        assert_eq!(modern().scan_request_mime_type(), mime::SCAN_REQUEST_1_1);
+        // Metadata 1.1 alone marks a v1.2 adapter, even without capability types.
+        let m = metadata(
+            serde_json::json!({"scanner": {}, "capabilities": [{"consumes_mime_types": [], "produces_mime_types": []}]}),
+            mime::METADATA_1_1,
+        );
+        assert_eq!(m.api_level, ApiLevel::V1_2);
+    }
+
+    #[test]
+    fn legacy_scan_request_has_no_enabled_capabilities() {
+        let (req, handle) =
+            build_scan_request(&legacy(), &submission(mime::VULN_REPORT_1_1)).unwrap();
+        assert!(req.enabled_capabilities.is_none());
+        // The adapter's own spelling goes into Accept.
+        assert_eq!(
+            handle.accept,
+            "application/vnd.security.vulnerability.report;version=1.1"
+        );
+        assert_eq!(handle.sbom_media_type, None);
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["registry"]["authorization"], "Basic cm9ib3Q6czNjcmV0");
+        assert_eq!(json["artifact"]["tag"], "1.25");
+    }
+
+    #[test]
+    fn modern_scan_request_enables_exactly_one_report() {
+        let (req, handle) =
+            build_scan_request(&modern(), &submission(mime::RAW_VULN_REPORT)).unwrap();
+        let caps = req.enabled_capabilities.unwrap();
+        assert_eq!(caps.len(), 1);
+        assert_eq!(caps[0].capability_type, "vulnerability");
+        assert_eq!(
+            caps[0].produces_mime_types.as_deref(),
+            Some(&[mime::RAW_VULN_REPORT.to_owned()][..])
+        );
+        assert!(caps[0].parameters.is_none());
+        assert_eq!(handle.accept, mime::RAW_VULN_REPORT);
+
+        let (req, handle) =
+            build_scan_request(&modern(), &submission(mime::SBOM_REPORT_1_0)).unwrap();
+        let caps = req.enabled_capabilities.unwrap();
+        assert_eq!(caps[0].capability_type, "sbom");
+        // The first format the adapter lists that the specification knows.
+        assert_eq!(
+            caps[0].parameters.as_ref().unwrap().sbom_media_types,
+            [mime::SBOM_CYCLONEDX_JSON]
+        );
+        assert_eq!(
+            handle.sbom_media_type.as_deref(),
+            Some(mime::SBOM_CYCLONEDX_JSON)
+        );
+    }
+
+    #[test]
+    fn impossible_scans_never_reach_the_adapter() {
+        let err = build_scan_request(&legacy(), &submission(mime::SBOM_REPORT_1_0)).unwrap_err();
+        assert!(
+            matches!(err, ScannerError::ReportMimeTypeNotOffered { .. }),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains(mime::HARBOR_VULN_REPORT_1_0),
+            "{err}"
+        );
+
+        let mut scan = submission(mime::VULN_REPORT_1_1);
+        scan.artifact_mime_type = mime::DOCKER_MANIFEST_V2.into();
+        let err = build_scan_request(&modern(), &scan).unwrap_err();
+        assert!(
+            matches!(err, ScannerError::ArtifactMimeTypeNotConsumed { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_to_status() {
+        let status = modern().to_status(None);
+        assert_eq!(status.name, "Trivy");
+        assert_eq!(status.capabilities.len(), 2);
+        assert_eq!(status.capabilities[1].capability_type, "sbom");
+        assert_eq!(
+            legacy().to_status(None).capabilities[0].capability_type,
+            "vulnerability"
+        );
+        assert_eq!(modern().offered_report_mime_types().len(), 3);
+    }
+
+    #[test]
+    fn refresh_after_is_parsed_in_full_and_clamped() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(refresh_after(Some(&h("300"))), Duration::from_secs(300));
+        assert_eq!(refresh_after(Some(&h(" 44 "))), Duration::from_secs(44));
+        assert_eq!(refresh_after(Some(&h("0"))), MIN_REFRESH_AFTER);
+        assert_eq!(refresh_after(Some(&h("601"))), MAX_REFRESH_AFTER);
+        assert_eq!(
+            refresh_after(Some(&h("99999999999999999999999999"))),
+            MAX_REFRESH_AFTER
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "abc",
+            "+3",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(
+                refresh_after(Some(&h(bad))),
+                DEFAULT_REFRESH_AFTER,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(refresh_after(None), DEFAULT_REFRESH_AFTER);
+    }
+
+    #[test]
+    fn status_classification() {
+        let cases = [
+            (400, "InvalidRequest", false),
+            (401, "Unauthorized", false),
+            (403, "Unauthorized", false),
+            (404, "UnexpectedStatus", false),
+            (405, "UnexpectedStatus", false),
+            (301, "UnexpectedStatus", false),
+            (408, "AdapterError", true),
+            (422, "InvalidRequest", false),
+            (429, "RateLimited", true),
+            (500, "AdapterError", true),
+            (501, "Unsupported", false),
+            (502, "AdapterError", true),
+            (503, "AdapterError", true),
+            (504, "AdapterError", true),
+        ];
+        for (status, reason, transient) in cases {
+            let e = classify_status("http://a", Operation::SubmitScan, status, "m".into(), None);
+            assert_eq!(
+                (e.reason(), e.is_transient()),
+                (reason, transient),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_types_compare_canonically() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(
+                "Application/Vnd.Security.Vulnerability.Report; Version=\"1.1\"; charset=utf-8",
+            ),
+        );
+        let got = expect_content_type(Operation::FetchReport, &headers, &[mime::VULN_REPORT_1_1])
+            .unwrap();
+        assert_eq!(got.as_str(), mime::VULN_REPORT_1_1);
+        let err = expect_content_type(
+            Operation::FetchReport,
+            &headers,
+            &[mime::HARBOR_VULN_REPORT_1_0],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ScannerError::UnexpectedContentType { .. }));
+        assert!(!err.is_transient());
+        let err = expect_content_type(
+            Operation::Metadata,
+            &HeaderMap::new(),
+            &[mime::METADATA_1_0],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Content-Type \"\""), "{err}");
+    }
+
+    #[test]
+    fn raw_reports_may_be_text() {
+        let raw = MimeType::parse(mime::RAW_VULN_REPORT).unwrap();
+        assert_eq!(
+            parse_report(&raw, b"{\"a\":1}".to_vec()).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+        assert_eq!(
+            parse_report(&raw, b"plain text".to_vec()).unwrap(),
+            Value::String("plain text".into())
+        );
+        assert!(parse_report(&raw, vec![0xff, 0xfe]).is_err());
+        let vuln = MimeType::parse(mime::VULN_REPORT_1_1).unwrap();
+        assert!(parse_report(&vuln, b"[1]".to_vec()).is_err());
+        assert!(parse_report(&vuln, b"{".to_vec()).is_err());
+    }
+
+    #[test]
+    fn error_messages_are_scrubbed_and_short() {
+        let auth = RegistryAuthorization::basic("robot", "pa55word");
+        let secrets = registry_secrets(&auth);
+        let body = br#"{"error":{"message":"cannot pull with Basic cm9ib3Q6cGE1NXdvcmQ= (robot:pa55word) pa55word\n"}}"#;
+        let msg = error_message(body, &secrets);
+        assert!(
+            !msg.contains("pa55word") && !msg.contains("cm9ib3Q6cGE1NXdvcmQ="),
+            "{msg}"
+        );
+        assert_eq!(msg, "cannot pull with *** (***) ***");
+        let long = "x".repeat(2000);
+        assert_eq!(
+            error_message(long.as_bytes(), &[]).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
+        assert_eq!(
+            error_message(b"<html>\n<b>Bad</b></html>", &[]),
+            "<html> <b>Bad</b></html>"
+        );
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            normalise_base_url("http://adapter:8080/").unwrap(),
+            "http://adapter:8080"
+        );
+        assert_eq!(
+            normalise_base_url("https://a.example/prefix/").unwrap(),
+            "https://a.example/prefix"
+        );
+        for bad in [
+            "ftp://a",
+            "adapter:8080",
+            "http://a?x=1",
+            "https://u:p@a.example",
+        ] {
+            let err = normalise_base_url(bad).unwrap_err();
+            assert!(matches!(err, ScannerError::InvalidUrl { .. }), "{bad}");
+            assert!(!err.to_string().contains("u:p"), "{err}");
+        }
+        assert_eq!(
+            redact_userinfo("https://user:pw@h/x@y"),
+            "https://***@h/x@y"
+        );
+        assert_eq!(redact_userinfo("not a url"), "not a url");
+    }
+
+    #[test]
+    fn url_building_encodes_the_scan_id() {
+        let c = AdapterClient::new(
+            "http://a:1/p/",
+            AdapterCredentials::None,
+            None,
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.url(&["metadata"]).unwrap().as_str(),
+            "http://a:1/p/api/v1/metadata"
+        );
+        assert_eq!(
+            c.url(&["scan", "a/b c?", "report"]).unwrap().as_str(),
+            "http://a:1/p/api/v1/scan/a%2Fb%20c%3F/report"
+        );
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn ca_bundles() {
+        assert!(matches!(
+            tls_config(Some("not pem")),
+            Err(ScannerError::InvalidCaBundle { .. })
+        ));
+        assert!(matches!(
+            tls_config(Some(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )),
+            Err(ScannerError::InvalidCaBundle { .. })
+        ));
+        assert!(tls_config(None).is_ok());
+        assert!(tls_config(Some("  ")).is_ok());
+    }
+}
