@@ -50,12 +50,12 @@ fn sample_report() -> serde_json::Value {
     })
 }
 
-fn report(n: u64, body: &serde_json::Value) -> NewReport {
+fn report(n: u64, body: &serde_json::value::RawValue) -> NewReport {
     NewReport {
         digest: Digest::parse(&format!("sha256:{n:064x}")).expect("valid digest"),
         registration_uuid: default_registration_uuid("trivy").expect("uuid"),
         mime_type: MimeType::parse(VULN).expect("mime"),
-        report: body.clone(),
+        report: body.to_owned(),
         summary: SeveritySummary {
             critical: 7,
             high: 7,
@@ -74,17 +74,23 @@ fn report(n: u64, body: &serde_json::Value) -> NewReport {
 
 /// Runs `writers` tasks for `secs`; `hot` makes them all write one tuple.
 async fn run_store(store: &Store, writers: usize, secs: u64, hot: bool) -> (u64, f64) {
-    let body = Arc::new(sample_report());
+    let body: Arc<Box<serde_json::value::RawValue>> =
+        Arc::new(serde_json::value::to_raw_value(&sample_report()).expect("report serialises"));
     let next = Arc::new(AtomicU64::new(1 << 40));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
-            let (store, body, next, done) = (store.clone(), body.clone(), next.clone(), done.clone());
+            let (store, body, next, done) =
+                (store.clone(), body.clone(), next.clone(), done.clone());
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    let n = if hot { 1 } else { next.fetch_add(1, Ordering::Relaxed) };
+                    let n = if hot {
+                        1
+                    } else {
+                        next.fetch_add(1, Ordering::Relaxed)
+                    };
                     store.upsert(&report(n, &body)).await.expect("upsert");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -120,7 +126,10 @@ fn pgbench_script(hot: bool) -> String {
         ("$5", ":report::jsonb".into()),
         ("$4", format!("'{VULN}'")),
         ("$3", format!("'{reg}'::uuid")),
-        ("$2", "'sha256:' || lpad(to_hex(:n::bigint), 64, '0')".into()),
+        (
+            "$2",
+            "'sha256:' || lpad(to_hex(:n::bigint), 64, '0')".into(),
+        ),
         ("$1", "md5(:n::text)::uuid".into()),
     ];
     for (placeholder, value) in values {
@@ -142,7 +151,15 @@ fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool) -> f64 {
     let pgbench =
         std::env::var("PGBENCH").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pgbench".into());
     let out = Command::new(&pgbench)
-        .args(["-n", "-M", "prepared", "-c", &writers.to_string(), "-j", "2"])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &writers.to_string(),
+            "-j",
+            "2",
+        ])
         .args(["-T", &secs.to_string(), "-f"])
         .arg(&script)
         .arg("-D")
@@ -169,8 +186,14 @@ async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let base = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL must name a PostgreSQL server; scripts/bench.sh starts one");
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let writers: usize = std::env::var("BENCH_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let writers: usize = std::env::var("BENCH_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
 
     let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("DATABASE_URL parses");
     let db = format!("bench_upsert_{}", std::process::id());
@@ -184,7 +207,9 @@ async fn main() {
         .await
         .expect("create");
     // Same server, other database; pgbench takes a plain libpq URL.
-    let (head, query) = base.split_once('?').map_or((base.as_str(), ""), |(h, q)| (h, q));
+    let (head, query) = base
+        .split_once('?')
+        .map_or((base.as_str(), ""), |(h, q)| (h, q));
     let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
     let url = if query.is_empty() {
         format!("{root}/{db}")
@@ -223,8 +248,10 @@ async fn main() {
         println!("| {label} | {ours:.0} | {floor:.0} | {ratio:.0}% |");
     }
     store.pool().close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await
-        .ok();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .ok();
 }

@@ -161,6 +161,20 @@ pub struct ScanRequestStatus {
     /// One entry per requested report MIME type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<ReportStatus>,
+    /// The `spec.rescanToken` that the reports answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescan_token: Option<String>,
+    /// A rescan forced by a new `spec.rescanToken` that is still under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_rescan: Option<PendingRescan>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRescan {
+    pub token: String,
+    /// Reports must come from scans completed after this time.
+    pub requested_at: Time,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -260,18 +274,15 @@ pub struct ScannerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
     pub ca_bundle: Option<String>,
-    /// Scans in flight at once on this adapter; further scans queue.
-    #[serde(default = "default_max_in_flight")]
+    /// Scans in flight at once on this adapter, across all replicas; further scans queue in
+    /// arrival order. Defaults to the operator's `--default-max-in-flight` (4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
-    pub max_in_flight: i32,
+    pub max_in_flight: Option<i32>,
     /// Timeout of one HTTP request to the adapter (a duration such as `30s`).
     #[serde(default = "default_request_timeout")]
     #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub request_timeout: String,
-}
-
-fn default_max_in_flight() -> i32 {
-    4
 }
 
 fn default_request_timeout() -> String {

@@ -4,10 +4,19 @@
 //! * [`api`]: the `ScanRequest` and `Scanner` custom resources.
 //! * [`identity`]: deterministic report ids (a public contract, see README).
 //! * [`store`]: the Postgres report store and its race-free upsert.
+//! * [`jobs`]: durable single-flight scan jobs and the per-scanner queue.
+//! * [`scanner`]: the Harbor Pluggable Scanner Adapter client.
+//! * [`controller`]: the reconcile pipeline (start reading at `controller/mod.rs`).
+//! * [`http`]: health and readiness endpoints.
+//! * [`run`]: `scanreport-operator run`.
 //! * [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod controller;
+pub mod http;
 pub mod identity;
+pub mod jobs;
+pub mod run;
 pub mod scanner;
 pub mod store;
 pub mod telemetry;
@@ -26,6 +35,16 @@ pub enum Error {
     #[error("cannot write {path}: {source}")]
     WriteFile {
         path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot connect to Kubernetes: {0}; run in a cluster or set KUBECONFIG to a kubeconfig file"
+    )]
+    Kube(#[source] kube::Error),
+    #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
+    Listen {
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },

@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile ScanRequests until SIGTERM.
+    Run(Box<RunArgs>),
     /// Print both CustomResourceDefinitions as multi-document YAML.
     Crds {
         /// Write one `<crd-name>.yaml` file per CRD into this directory instead.
@@ -70,6 +72,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), Error> {
     match command {
+        Command::Run(args) => scanreport_operator::run::run(args.into_options()?).await,
         Command::Crds { dir } => {
             let docs = api::crds_yaml()?;
             if let Some(dir) = dir {
@@ -112,4 +115,78 @@ async fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// PostgreSQL URL of the report store.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// ScanRequests reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Scans in flight per Scanner when its spec.maxInFlight is unset.
+    #[arg(long, env = "DEFAULT_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    default_max_in_flight: i32,
+    /// Address of /healthz and /readyz.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// How long adapter metadata is cached, e.g. 5m.
+    #[arg(long, env = "METADATA_TTL", default_value = "5m", value_parser = duration)]
+    metadata_ttl: std::time::Duration,
+    /// How long a scan may run before it is presumed lost and submitted again.
+    #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = duration)]
+    scan_timeout: std::time::Duration,
+    /// How often a queued ScanRequest checks for a free scan slot.
+    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = duration)]
+    queue_poll: std::time::Duration,
+    /// When a stalled ScanRequest is looked at again without any change.
+    #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = duration)]
+    stall_recheck: std::time::Duration,
+    /// Database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    database_max_connections: u32,
+    /// Name of this replica in scan claims and Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+impl RunArgs {
+    fn into_options(self) -> Result<scanreport_operator::run::RunOptions, Error> {
+        let defaults = scanreport_operator::controller::Config::default();
+        Ok(scanreport_operator::run::RunOptions {
+            database_url: self.database_url.ok_or(Error::MissingDatabaseUrl)?,
+            listen: self.listen,
+            pool: store::PoolConfig {
+                max_connections: self.database_max_connections,
+                ..store::PoolConfig::default()
+            },
+            controller: scanreport_operator::controller::Config {
+                namespaces: self
+                    .namespaces
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                concurrency: self.concurrency,
+                default_max_in_flight: self.default_max_in_flight,
+                metadata_ttl: self.metadata_ttl,
+                scan_timeout: self.scan_timeout,
+                queue_poll: self.queue_poll,
+                stall_recheck: self.stall_recheck,
+                // The pod name alone repeats across restarts; the suffix keeps claims apart.
+                instance: match self.instance {
+                    Some(pod) => format!("{pod}-{:08x}", rand::random::<u32>()),
+                    None => defaults.instance,
+                },
+            },
+        })
+    }
+}
+
+fn duration(raw: &str) -> Result<std::time::Duration, String> {
+    scanreport_operator::controller::parse_go_duration(raw)
+        .ok_or_else(|| format!("{raw:?} is not a duration such as 30s, 5m or 1h"))
 }

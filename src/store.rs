@@ -77,7 +77,8 @@ pub struct NewReport {
     pub digest: Digest,
     pub registration_uuid: Uuid,
     pub mime_type: MimeType,
-    pub report: serde_json::Value,
+    /// The report as the adapter sent it: validated JSON text, stored without re-encoding.
+    pub report: Box<serde_json::value::RawValue>,
     pub summary: SeveritySummary,
     pub scanner_name: String,
     pub scanner_vendor: String,
@@ -241,7 +242,7 @@ impl Store {
             .bind(report.digest.as_str())
             .bind(report.registration_uuid)
             .bind(report.mime_type.as_str())
-            .bind(&report.report)
+            .bind(sqlx::types::Json(&*report.report))
             .bind(s.critical)
             .bind(s.high)
             .bind(s.medium)

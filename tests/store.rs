@@ -34,7 +34,10 @@ fn report(digest: Digest, critical: i64, generated_at: DateTime<Utc>) -> NewRepo
         digest,
         registration_uuid: default_registration_uuid("trivy").expect("uuid"),
         mime_type: MimeType::parse(VULN).expect("mime"),
-        report: serde_json::json!({"vulnerabilities": [], "marker": critical}),
+        report: serde_json::value::to_raw_value(
+            &serde_json::json!({"vulnerabilities": [], "marker": critical}),
+        )
+        .unwrap(),
         summary: SeveritySummary {
             critical,
             high: 2,

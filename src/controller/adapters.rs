@@ -1,0 +1,402 @@
+//! Step 1 of the pipeline: from a Scanner's name to a ready adapter client with fresh metadata.
+//!
+//! Clients are cached per Scanner and rebuilt when the Scanner changes or the metadata TTL runs
+//! out (which also picks up a rotated auth Secret). The Scanner's status is updated from here,
+//! only when it changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::error::ReconcileError;
+use super::{MANAGER, parse_go_duration, status};
+use crate::api::{
+    ArtifactMimeType, ScanRequestSpec, Scanner, ScannerInfo, ScannerStatus, SeveritySummary,
+};
+use crate::identity::{self, MimeType};
+use crate::scanner::wire::mime;
+use crate::scanner::{
+    AdapterClient, AdapterMetadata, CapabilityKind, ClientOptions, MetadataCache,
+    RegistryAuthorization, ReportPoll, ScanHandle, ScanSubmission, ScannerError,
+    adapter_credentials_from_secret,
+};
+
+/// Whether reports of this MIME type carry severity counts (the raw report's format is the
+/// adapter's own, so it has none).
+pub fn has_summary(mime_type: &MimeType) -> bool {
+    [mime::VULN_REPORT_1_1, mime::HARBOR_VULN_REPORT_1_0]
+        .iter()
+        .any(|m| MimeType::parse(m).is_ok_and(|m| &m == mime_type))
+}
+
+/// A resolved Scanner: its identity, limits, client and metadata.
+pub struct Adapter {
+    /// The Scanner object's name.
+    pub name: String,
+    pub registration: Uuid,
+    pub max_in_flight: i64,
+    pub request_timeout: Duration,
+    client: AdapterClient,
+    metadata: Arc<AdapterMetadata>,
+}
+
+/// A report ready to store.
+pub struct ReadyReport {
+    pub body: Box<RawValue>,
+    pub summary: Option<SeveritySummary>,
+    pub generated_at: DateTime<Utc>,
+    pub scanner: ScannerInfo,
+}
+
+pub enum Poll {
+    Ready(ReadyReport),
+    NotReady(Duration),
+    /// The adapter does not know the scan (any more).
+    Lost,
+}
+
+impl Adapter {
+    /// Step 2 for one MIME type: the adapter must produce it from this kind of artifact.
+    pub fn check_supported(
+        &self,
+        index: usize,
+        mime_type: &MimeType,
+        artifact: ArtifactMimeType,
+    ) -> Result<(), ReconcileError> {
+        let Some(capability) = self.metadata.capability_for(mime_type) else {
+            let produced: Vec<String> = self
+                .metadata
+                .offered_report_mime_types()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(ReconcileError::UnsupportedMimeType {
+                index,
+                scanner: self.name.clone(),
+                mime_type: mime_type.to_string(),
+                produced: produced.join(", "),
+            });
+        };
+        if !capability.consumes(artifact.as_str()) {
+            return Err(ReconcileError::UnsupportedArtifact {
+                scanner: self.name.clone(),
+                mime_type: artifact.as_str().to_owned(),
+                report: mime_type.to_string(),
+                consumed: capability.consumes_mime_types.join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/scan` for one report of the artifact; returns the adapter's scan id.
+    pub async fn submit(
+        &self,
+        spec: &ScanRequestSpec,
+        mime_type: &MimeType,
+        registry_authorization: Option<&RegistryAuthorization>,
+    ) -> Result<String, ScannerError> {
+        let digest = identity::Digest::parse(&spec.artifact.digest).map_err(|e| {
+            ScannerError::ClientSetup {
+                url: self.client.base_url().to_owned(),
+                detail: e.to_string(),
+            }
+        })?;
+        let submission = ScanSubmission {
+            registry_url: spec.registry.url.clone(),
+            registry_authorization: registry_authorization.cloned(),
+            repository: spec.artifact.repository.clone(),
+            digest,
+            tag: spec.artifact.tag.clone(),
+            artifact_mime_type: spec.artifact.mime_type.as_str().to_owned(),
+            report_mime_type: mime_type.clone(),
+        };
+        let handle = self.client.submit_scan(&self.metadata, &submission).await?;
+        Ok(handle.id)
+    }
+
+    /// `GET /api/v1/scan/{id}/report` for one report MIME type.
+    pub async fn poll(&self, scan_id: &str, mime_type: &MimeType) -> Result<Poll, ScannerError> {
+        let handle = self.handle(scan_id, mime_type)?;
+        Ok(match self.client.fetch_report(&handle).await? {
+            ReportPoll::NotReady { retry_after } => Poll::NotReady(retry_after),
+            ReportPoll::ScanNotFound => Poll::Lost,
+            ReportPoll::Ready(report) => {
+                let body = serde_json::value::to_raw_value(&report.body).map_err(|e| {
+                    ScannerError::ClientSetup {
+                        url: self.client.base_url().to_owned(),
+                        detail: format!("cannot re-encode the report: {e}"),
+                    }
+                })?;
+                Poll::Ready(ReadyReport {
+                    body,
+                    summary: report.summary,
+                    // Reports without a timestamp count as generated when fetched.
+                    generated_at: report.generated_at.unwrap_or_else(Utc::now),
+                    scanner: report
+                        .scanner
+                        .clone()
+                        .unwrap_or_else(|| self.metadata.scanner.clone()),
+                })
+            }
+        })
+    }
+
+    /// What polling a scan needs, rebuilt from the metadata as `submit_scan` built it.
+    fn handle(&self, scan_id: &str, mime_type: &MimeType) -> Result<ScanHandle, ScannerError> {
+        let not_offered = || ScannerError::ReportMimeTypeNotOffered {
+            mime_type: mime_type.to_string(),
+            offered: self
+                .metadata
+                .offered_report_mime_types()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let capability = self
+            .metadata
+            .capability_for(mime_type)
+            .ok_or_else(not_offered)?;
+        let accept = capability
+            .produced_spelling(mime_type)
+            .ok_or_else(not_offered)?;
+        Ok(ScanHandle {
+            id: scan_id.to_owned(),
+            report_mime_type: mime_type.clone(),
+            accept: accept.to_owned(),
+            sbom_media_type: (capability.kind == CapabilityKind::Sbom)
+                .then(|| capability.preferred_sbom_media_type().to_owned()),
+        })
+    }
+}
+
+struct CachedClient {
+    /// The Scanner's uid and generation the client was built from.
+    key: (String, Option<i64>),
+    built: Instant,
+    client: AdapterClient,
+}
+
+pub struct Adapters {
+    client: Client,
+    metadata: MetadataCache,
+    scanners: Mutex<Option<Store<Scanner>>>,
+    clients: Mutex<HashMap<String, CachedClient>>,
+    default_max_in_flight: i32,
+}
+
+impl Adapters {
+    pub fn new(client: Client, metadata_ttl: Duration, default_max_in_flight: i32) -> Self {
+        Self {
+            client,
+            metadata: MetadataCache::new(metadata_ttl),
+            scanners: Mutex::default(),
+            clients: Mutex::default(),
+            default_max_in_flight,
+        }
+    }
+
+    /// Scanners are read from a watch cache; the first one registered is used.
+    pub fn add_scanner_store(&self, store: Store<Scanner>) {
+        let mut scanners = self.scanners.lock().unwrap_or_else(|e| e.into_inner());
+        scanners.get_or_insert(store);
+    }
+
+    fn scanner(&self, name: &str) -> Option<Arc<Scanner>> {
+        let scanners = self.scanners.lock().unwrap_or_else(|e| e.into_inner());
+        scanners.as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    /// Step 1: the adapter of Scanner `name`, with metadata no older than the TTL.
+    pub async fn resolve(&self, name: &str) -> Result<Arc<Adapter>, ReconcileError> {
+        let scanner = self
+            .scanner(name)
+            .ok_or_else(|| ReconcileError::ScannerNotFound(name.to_owned()))?;
+        let registration = match &scanner.spec.registration_uuid {
+            Some(raw) => identity::parse_registration_uuid(raw),
+            None => identity::default_registration_uuid(name),
+        }
+        .map_err(|e| ReconcileError::InvalidSpec {
+            field: format!("Scanner {name:?} spec.registrationUUID"),
+            message: e.to_string(),
+        })?;
+        let request_timeout = parse_go_duration(&scanner.spec.request_timeout)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ReconcileError::InvalidSpec {
+                field: format!("Scanner {name:?} spec.requestTimeout"),
+                message: format!(
+                    "{:?} is not a duration such as 30s",
+                    scanner.spec.request_timeout
+                ),
+            })?;
+        let resolved = async {
+            let client = self.client_for(&scanner, request_timeout).await?;
+            let metadata = self
+                .metadata
+                .get(&client)
+                .await
+                .map_err(|e| ReconcileError::scanner(name, e))?;
+            Ok::<_, ReconcileError>((client, metadata))
+        }
+        .await;
+        self.update_scanner_status(&scanner, registration, &resolved)
+            .await;
+        let (client, metadata) = resolved?;
+        Ok(Arc::new(Adapter {
+            name: name.to_owned(),
+            registration,
+            max_in_flight: i64::from(
+                scanner
+                    .spec
+                    .max_in_flight
+                    .unwrap_or(self.default_max_in_flight)
+                    .max(1),
+            ),
+            request_timeout,
+            client,
+            metadata,
+        }))
+    }
+
+    async fn client_for(
+        &self,
+        scanner: &Scanner,
+        request_timeout: Duration,
+    ) -> Result<AdapterClient, ReconcileError> {
+        let name = scanner.name_any();
+        let key = (
+            scanner.uid().unwrap_or_default(),
+            scanner.metadata.generation,
+        );
+        {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cached) = clients.get(&name)
+                && cached.key == key
+                && cached.built.elapsed() < self.metadata.ttl()
+            {
+                return Ok(cached.client.clone());
+            }
+        }
+        let secret = match scanner
+            .spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.secret_ref.as_ref())
+        {
+            Some(r) => Some(
+                Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(ReconcileError::kube("reading the Scanner's auth Secret"))?
+                    .ok_or_else(|| ReconcileError::ScannerSecretNotFound {
+                        scanner: name.clone(),
+                        namespace: r.namespace.clone(),
+                        name: r.name.clone(),
+                    })?,
+            ),
+            None => None,
+        };
+        let credentials =
+            adapter_credentials_from_secret(scanner.spec.auth.as_ref(), secret.as_ref()).map_err(
+                |source| ReconcileError::ScannerAuthInvalid {
+                    scanner: name.clone(),
+                    source,
+                },
+            )?;
+        let options = ClientOptions {
+            request_timeout,
+            ..ClientOptions::default()
+        };
+        let client = AdapterClient::for_scanner(&scanner.spec, credentials, options)
+            .map_err(|e| ReconcileError::scanner(&name, e))?;
+        // A changed Scanner may point elsewhere or speak differently: fetch metadata anew.
+        self.metadata.invalidate(client.base_url());
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.insert(
+            name,
+            CachedClient {
+                key,
+                built: Instant::now(),
+                client: client.clone(),
+            },
+        );
+        Ok(client)
+    }
+
+    /// Records what resolving found in the Scanner's status, when that changed.
+    async fn update_scanner_status(
+        &self,
+        scanner: &Scanner,
+        registration: Uuid,
+        resolved: &Result<(AdapterClient, Arc<AdapterMetadata>), ReconcileError>,
+    ) {
+        let previous = scanner.status.clone().unwrap_or_default();
+        let (overall, adapter) = match resolved {
+            Ok((_, metadata)) => (status::Overall::Ready, Some(metadata.to_status(None))),
+            Err(e) if e.is_permanent() => (
+                status::Overall::Stalled {
+                    reason: e.reason().into(),
+                    message: e.to_string(),
+                },
+                previous.adapter.clone(),
+            ),
+            Err(e) => (
+                status::Overall::Progressing {
+                    reason: e.reason().into(),
+                    message: e.to_string(),
+                    usable: false,
+                },
+                previous.adapter.clone(),
+            ),
+        };
+        let generation = scanner.metadata.generation;
+        let mut conditions =
+            status::conditions(&previous.conditions, &overall, generation, Utc::now());
+        if overall == status::Overall::Ready
+            && let Some(ready) = conditions.first_mut()
+        {
+            ready.reason = "AdapterReachable".into();
+            ready.message = "The adapter answered its metadata request".into();
+            if let Some(old) = previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ready.type_ && c.status == ready.status)
+            {
+                ready.last_transition_time = old.last_transition_time.clone();
+            }
+        }
+        let desired = ScannerStatus {
+            observed_generation: generation,
+            registration_uuid: Some(registration.to_string()),
+            conditions,
+            adapter,
+        };
+        if scanner.status.as_ref() == Some(&desired) {
+            return;
+        }
+        let api: Api<Scanner> = Api::all(self.client.clone());
+        let patch = serde_json::json!({
+            "apiVersion": "scanreport.io/v1alpha1",
+            "kind": "Scanner",
+            "status": desired,
+        });
+        if let Err(e) = api
+            .patch_status(
+                &scanner.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            tracing::warn!(scanner = %scanner.name_any(), error = %e, "cannot update the Scanner status");
+        }
+    }
+}

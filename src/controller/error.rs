@@ -1,0 +1,130 @@
+//! Why a reconcile did not finish, one variant per failure a user must tell apart.
+//!
+//! Permanent errors stall the ScanRequest (`Stalled=True`) until it or a referenced object
+//! changes; transient ones are retried with exponential backoff (`Reconciling=True`).
+
+use crate::scanner::{CredentialsError, ScannerError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("spec.scanner: Scanner {0:?} does not exist; create it or correct the name")]
+    ScannerNotFound(String),
+    #[error("{field}: {message}")]
+    InvalidSpec { field: String, message: String },
+    #[error(
+        "spec.reportMimeTypes[{index}]: scanner {scanner:?} does not produce {mime_type:?}; it produces: {produced}"
+    )]
+    UnsupportedMimeType {
+        index: usize,
+        scanner: String,
+        mime_type: String,
+        produced: String,
+    },
+    #[error(
+        "spec.artifact.mimeType: scanner {scanner:?} cannot scan {mime_type:?} artifacts for {report}; it consumes: {consumed}"
+    )]
+    UnsupportedArtifact {
+        scanner: String,
+        mime_type: String,
+        report: String,
+        consumed: String,
+    },
+    #[error(
+        "spec.registry.credentialsSecretRef: Secret {namespace}/{name} does not exist; create it or remove the reference"
+    )]
+    SecretNotFound { namespace: String, name: String },
+    #[error("spec.registry.credentialsSecretRef: Secret {namespace}/{name}: {source}")]
+    SecretInvalid {
+        namespace: String,
+        name: String,
+        #[source]
+        source: CredentialsError,
+    },
+    #[error("Scanner {scanner:?} spec.auth.secretRef: Secret {namespace}/{name} does not exist")]
+    ScannerSecretNotFound {
+        scanner: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("Scanner {scanner:?} spec.auth: {source}")]
+    ScannerAuthInvalid {
+        scanner: String,
+        #[source]
+        source: CredentialsError,
+    },
+    /// The adapter answered, and the answer will not change by retrying.
+    #[error("scanner {scanner:?}: {source}")]
+    AdapterRejected {
+        scanner: String,
+        #[source]
+        source: ScannerError,
+    },
+    /// The adapter is down, slow or overloaded.
+    #[error("scanner {scanner:?} is unavailable: {source}")]
+    AdapterUnavailable {
+        scanner: String,
+        #[source]
+        source: ScannerError,
+    },
+    #[error("the report database is unavailable: {0}")]
+    Database(#[source] StoreError),
+    #[error("Kubernetes API request failed while {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl ReconcileError {
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn scanner(scanner: &str, source: ScannerError) -> Self {
+        let scanner = scanner.to_owned();
+        if source.is_transient() {
+            Self::AdapterUnavailable { scanner, source }
+        } else {
+            Self::AdapterRejected { scanner, source }
+        }
+    }
+
+    /// Permanent errors need a person to change something; retrying alone cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::AdapterUnavailable { .. } | Self::Kube { .. } => false,
+            Self::Database(e) => !e.is_transient(),
+            _ => true,
+        }
+    }
+
+    /// The condition reason, in PascalCase.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ScannerNotFound(_) => "ScannerNotFound",
+            Self::InvalidSpec { .. } => "InvalidSpec",
+            Self::UnsupportedMimeType { .. } => "UnsupportedMimeType",
+            Self::UnsupportedArtifact { .. } => "UnsupportedArtifact",
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::SecretInvalid { .. } => "SecretInvalid",
+            Self::ScannerSecretNotFound { .. } | Self::ScannerAuthInvalid { .. } => {
+                "ScannerMisconfigured"
+            }
+            Self::AdapterRejected { .. } => "ScanRejected",
+            Self::AdapterUnavailable { .. } => "ScannerUnavailable",
+            Self::Database(_) => "DatabaseUnavailable",
+            Self::Kube { .. } => "KubernetesAPIError",
+        }
+    }
+}
+
+impl From<StoreError> for ReconcileError {
+    fn from(e: StoreError) -> Self {
+        Self::Database(e)
+    }
+}

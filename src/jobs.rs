@@ -1,0 +1,474 @@
+//! Durable single-flight scan jobs in PostgreSQL, keyed by report id.
+//!
+//! Exactly one scan per tuple is in flight across every reconciler, ScanRequest and replica:
+//! a requester enqueues the tuple, claims it when the scanner has a free slot (a short claim
+//! lease, so a crashed claimant is replaced), records the adapter's scan id, and anyone then
+//! polls that scan. See `migrations/*_scan_job.sql` for the states.
+//!
+//! Every transition is one conditional statement, so racing callers cannot both win it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use crate::identity::{self, Digest, MimeType};
+use crate::store::{ReportMeta, Store, StoreError};
+
+/// Advisory-lock class for per-scanner queue decisions (ASCII "SCNQ").
+const QUEUE_LOCK_CLASS: i32 = 0x5343_4e51;
+
+/// The tuple a job scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    pub digest: Digest,
+    pub registration_uuid: Uuid,
+    pub mime_type: MimeType,
+}
+
+impl Tuple {
+    pub fn report_id(&self) -> Uuid {
+        identity::report_id(&self.digest, &self.registration_uuid, &self.mime_type)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a free slot of the scanner.
+    Queued,
+    /// `holder` is submitting the scan.
+    Submitting { holder: String },
+    /// The adapter accepted the scan; poll `scan_id` from `next_poll_at` on.
+    Submitted {
+        scan_id: String,
+        next_poll_at: DateTime<Utc>,
+    },
+    /// The last scan completed.
+    Done,
+    /// The adapter rejected the scan permanently.
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub report_id: Uuid,
+    pub state: JobState,
+    /// When the current lease ends (see the migration for what it means per state).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    /// The database's clock when the row was read, for comparisons without clock skew.
+    pub now: DateTime<Utc>,
+}
+
+impl Job {
+    /// Whether a lease that guards this state has run out (a crashed claimant, a lost scan).
+    pub fn lease_expired(&self) -> bool {
+        self.lease_expires_at.is_some_and(|t| t <= self.now)
+    }
+}
+
+/// Timings of the job protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Leases {
+    /// How long a claimant may take to submit before others take over.
+    pub claim: Duration,
+    /// How long a submitted scan may take before it is presumed lost and resubmitted.
+    pub scan: Duration,
+    /// How long a queued entry stays wanted without a requester refreshing it.
+    pub queue: Duration,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            claim: Duration::from_secs(60),
+            scan: Duration::from_secs(30 * 60),
+            queue: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Result of asking for a free slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the claim and must submit now.
+    Won,
+    /// Someone else is submitting or has submitted; poll or wait.
+    Taken(Job),
+    /// The scanner is at its in-flight limit; `ahead` queued entries go first.
+    Queued { ahead: i64 },
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
+    let report_id: Uuid = row
+        .try_get("report_id")
+        .map_err(|source| StoreError::Query {
+            action: "decoding a scan job",
+            source,
+        })?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: report_id,
+        reason,
+    };
+    let get_err = |e: sqlx::Error| corrupt(e.to_string());
+    let state: String = row.try_get("state").map_err(get_err)?;
+    let now: DateTime<Utc> = row.try_get("db_now").map_err(get_err)?;
+    let state = match state.as_str() {
+        "queued" => JobState::Queued,
+        "submitting" => JobState::Submitting {
+            holder: row
+                .try_get::<Option<String>, _>("holder")
+                .map_err(get_err)?
+                .unwrap_or_default(),
+        },
+        "submitted" => JobState::Submitted {
+            scan_id: row
+                .try_get::<Option<String>, _>("scan_id")
+                .map_err(get_err)?
+                .ok_or_else(|| corrupt("submitted job without scan id".into()))?,
+            next_poll_at: row
+                .try_get::<Option<DateTime<Utc>>, _>("next_poll_at")
+                .map_err(get_err)?
+                .unwrap_or(now),
+        },
+        "done" => JobState::Done,
+        "failed" => JobState::Failed {
+            error: row
+                .try_get::<Option<String>, _>("last_error")
+                .map_err(get_err)?
+                .unwrap_or_default(),
+        },
+        other => return Err(corrupt(format!("unknown job state {other:?}"))),
+    };
+    Ok(Job {
+        report_id,
+        state,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(get_err)?,
+        completed_at: row.try_get("completed_at").map_err(get_err)?,
+        attempts: row.try_get("attempts").map_err(get_err)?,
+        now,
+    })
+}
+
+macro_rules! returning_job {
+    ($sql:literal) => {
+        concat!(
+            $sql,
+            " RETURNING report_id, state, scan_id, holder, lease_expires_at, next_poll_at, ",
+            "completed_at, attempts, last_error, now() AS db_now"
+        )
+    };
+}
+
+impl Store {
+    /// The job of a tuple, if any.
+    pub async fn job(&self, report_id: Uuid) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT report_id, state, scan_id, holder, lease_expires_at, next_poll_at, ",
+            "completed_at, attempts, last_error, now() AS db_now FROM scan_job WHERE report_id = $1"
+        ))
+        .bind(report_id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query_err("reading a scan job"))?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// The stored report's metadata, the job and the database clock of one report id.
+    pub async fn tuple_state(
+        &self,
+        report_id: Uuid,
+    ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
+        let job = self.job(report_id).await?;
+        let meta = self.get_meta(report_id).await?;
+        let now = match &job {
+            Some(j) => j.now,
+            None => self.now().await?,
+        };
+        Ok((meta, job, now))
+    }
+
+    /// The database clock, so that every replica compares times on one clock.
+    pub async fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        sqlx::query_scalar("SELECT now()")
+            .fetch_one(self.pool())
+            .await
+            .map_err(StoreError::query_err("reading the database clock"))
+    }
+
+    /// Asks for a scan of `tuple` that completes after `needed_after` (`None`: any completed
+    /// scan is too old, as when no report is stored).
+    ///
+    /// Creates a queued job, or re-queues a done one whose last completion is older than
+    /// `needed_after`, or a failed one when `retry_failed` or when it failed longer than
+    /// `failed_retry_after` ago. A job already queued or in flight is joined: its queue lease is
+    /// refreshed and it is returned unchanged otherwise.
+    pub async fn request_scan(
+        &self,
+        tuple: &Tuple,
+        needed_after: Option<DateTime<Utc>>,
+        retry_failed: bool,
+        failed_retry_after: Duration,
+        leases: &Leases,
+    ) -> Result<Job, StoreError> {
+        let row = sqlx::query(returning_job!(
+            "INSERT INTO scan_job AS j (report_id, registration_uuid, digest, mime_type, state, \
+             lease_expires_at) \
+             VALUES ($1, $2, $3, $4, 'queued', now() + make_interval(secs => $5)) \
+             ON CONFLICT (report_id) DO UPDATE SET \
+               state = CASE WHEN j.state IN ('done', 'failed') THEN 'queued' ELSE j.state END, \
+               enqueued_at = CASE WHEN j.state IN ('done', 'failed') THEN now() ELSE j.enqueued_at END, \
+               last_error = CASE WHEN j.state IN ('done', 'failed') THEN NULL ELSE j.last_error END, \
+               lease_expires_at = CASE \
+                 WHEN j.state IN ('done', 'failed', 'queued') THEN now() + make_interval(secs => $5) \
+                 ELSE j.lease_expires_at END, \
+               updated_at = now() \
+             WHERE j.state = 'queued' \
+                OR (j.state = 'done' AND (j.completed_at IS NULL OR j.completed_at < $6)) \
+                OR (j.state = 'failed' AND ($7 OR j.updated_at < now() - make_interval(secs => $8)))"
+        ))
+        .bind(tuple.report_id())
+        .bind(tuple.registration_uuid)
+        .bind(tuple.digest.as_str())
+        .bind(tuple.mime_type.as_str())
+        .bind(secs(leases.queue))
+        .bind(needed_after.unwrap_or(DateTime::<Utc>::MAX_UTC))
+        .bind(retry_failed)
+        .bind(secs(failed_retry_after))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query_err("requesting a scan"))?;
+        match row {
+            Some(row) => job_from_row(&row),
+            // Nothing to change: the job is in flight, done recently enough, or failed.
+            None => self
+                .job(tuple.report_id())
+                .await?
+                .ok_or(StoreError::Corrupt {
+                    id: tuple.report_id(),
+                    reason: "scan job vanished while requesting a scan".into(),
+                }),
+        }
+    }
+
+    /// Tries to claim a queued (or abandoned) job for submission, honouring the scanner's
+    /// in-flight limit and first-come order among the entries still wanted.
+    pub async fn claim(
+        &self,
+        report_id: Uuid,
+        registration_uuid: Uuid,
+        max_in_flight: i64,
+        holder: &str,
+        leases: &Leases,
+    ) -> Result<Claim, StoreError> {
+        let q = StoreError::query_err("claiming a scan slot");
+        let mut tx = self.pool().begin().await.map_err(q)?;
+        // One queue decision per scanner at a time, across replicas; released at commit.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+            .bind(QUEUE_LOCK_CLASS)
+            .bind(registration_uuid)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        let row = sqlx::query(
+            "WITH me AS (SELECT * FROM scan_job WHERE report_id = $1), \
+             active AS (SELECT count(*) AS n FROM scan_job \
+               WHERE registration_uuid = $2 AND state IN ('submitting', 'submitted') \
+                 AND lease_expires_at > now()), \
+             ahead AS (SELECT count(*) AS n FROM scan_job q, me \
+               WHERE q.registration_uuid = $2 AND q.report_id <> me.report_id \
+                 AND q.lease_expires_at > now() AND q.state = 'queued' \
+                 AND (q.enqueued_at, q.report_id) < (me.enqueued_at, me.report_id)) \
+             SELECT (SELECT n FROM active) AS active, (SELECT n FROM ahead) AS ahead, \
+               me.state, (me.state = 'queued' OR (me.state IN ('submitting', 'submitted') \
+                 AND me.lease_expires_at <= now())) AS claimable FROM me",
+        )
+        .bind(report_id)
+        .bind(registration_uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q)?;
+        let Some(row) = row else {
+            tx.commit().await.map_err(q)?;
+            return Err(StoreError::Corrupt {
+                id: report_id,
+                reason: "claim of a scan job that was never requested".into(),
+            });
+        };
+        let (active, ahead, claimable): (i64, i64, bool) = (
+            row.try_get("active").map_err(q)?,
+            row.try_get("ahead").map_err(q)?,
+            row.try_get("claimable").map_err(q)?,
+        );
+        if !claimable {
+            tx.commit().await.map_err(q)?;
+            let job = self.job(report_id).await?.ok_or(StoreError::Corrupt {
+                id: report_id,
+                reason: "scan job vanished while claiming".into(),
+            })?;
+            return Ok(Claim::Taken(job));
+        }
+        if active + ahead >= max_in_flight {
+            tx.commit().await.map_err(q)?;
+            return Ok(Claim::Queued { ahead });
+        }
+        sqlx::query(
+            "UPDATE scan_job SET state = 'submitting', holder = $2, scan_id = NULL, \
+               lease_expires_at = now() + make_interval(secs => $3), attempts = attempts + 1, \
+               updated_at = now() WHERE report_id = $1",
+        )
+        .bind(report_id)
+        .bind(holder)
+        .bind(secs(leases.claim))
+        .execute(&mut *tx)
+        .await
+        .map_err(q)?;
+        tx.commit().await.map_err(q)?;
+        Ok(Claim::Won)
+    }
+
+    /// Records the adapter's scan id for a claim the caller still holds. `false` when the claim
+    /// was lost (it expired and someone took over); the caller's scan is then left to expire.
+    pub async fn record_submission(
+        &self,
+        report_id: Uuid,
+        holder: &str,
+        scan_id: &str,
+        leases: &Leases,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scan_job SET state = 'submitted', scan_id = $3, submitted_at = now(), \
+               next_poll_at = now(), lease_expires_at = now() + make_interval(secs => $4), \
+               updated_at = now() \
+             WHERE report_id = $1 AND state = 'submitting' AND holder = $2",
+        )
+        .bind(report_id)
+        .bind(holder)
+        .bind(scan_id)
+        .bind(secs(leases.scan))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("recording a scan submission"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a claim back after a transient submit failure, so that another caller may try.
+    pub async fn release_claim(
+        &self,
+        report_id: Uuid,
+        holder: &str,
+        leases: &Leases,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE scan_job SET state = 'queued', holder = NULL, \
+               lease_expires_at = now() + make_interval(secs => $3), updated_at = now() \
+             WHERE report_id = $1 AND state = 'submitting' AND holder = $2",
+        )
+        .bind(report_id)
+        .bind(holder)
+        .bind(secs(leases.queue))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("releasing a scan claim"))?;
+        Ok(())
+    }
+
+    /// Schedules the next poll of a scan that is not ready yet.
+    pub async fn poll_later(
+        &self,
+        report_id: Uuid,
+        scan_id: &str,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE scan_job SET next_poll_at = now() + make_interval(secs => $3), \
+               updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
+        )
+        .bind(report_id)
+        .bind(scan_id)
+        .bind(secs(after))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("scheduling a poll"))?;
+        Ok(())
+    }
+
+    /// Marks the scan done after its report was stored. Idempotent; `false` when the job had
+    /// already moved on (another caller completed or replaced it).
+    pub async fn complete(&self, report_id: Uuid, scan_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scan_job SET state = 'done', completed_at = now(), scan_id = NULL, \
+               holder = NULL, lease_expires_at = NULL, next_poll_at = NULL, last_error = NULL, \
+               updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
+        )
+        .bind(report_id)
+        .bind(scan_id)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("completing a scan"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The adapter no longer knows `scan_id` (404): queue the tuple again, keeping its place.
+    pub async fn requeue_lost(
+        &self,
+        report_id: Uuid,
+        scan_id: &str,
+        leases: &Leases,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE scan_job SET state = 'queued', scan_id = NULL, holder = NULL, \
+               next_poll_at = NULL, lease_expires_at = now() + make_interval(secs => $3), \
+               updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
+        )
+        .bind(report_id)
+        .bind(scan_id)
+        .bind(secs(leases.queue))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("re-queueing a lost scan"))?;
+        Ok(())
+    }
+
+    /// Records a permanent failure of the current submission or scan.
+    pub async fn fail(
+        &self,
+        report_id: Uuid,
+        holder_or_scan: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE scan_job SET state = 'failed', last_error = $3, scan_id = NULL, \
+               holder = NULL, lease_expires_at = NULL, next_poll_at = NULL, updated_at = now() \
+             WHERE report_id = $1 AND state IN ('submitting', 'submitted') \
+               AND (holder = $2 OR scan_id = $2)",
+        )
+        .bind(report_id)
+        .bind(holder_or_scan)
+        .bind(error)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("recording a failed scan"))?;
+        Ok(())
+    }
+
+    /// In-flight (claimed or submitted, lease alive) and queued job counts of one scanner.
+    pub async fn scanner_load(&self, registration_uuid: Uuid) -> Result<(i64, i64), StoreError> {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state IN ('submitting', 'submitted')), \
+               count(*) FILTER (WHERE state = 'queued') FROM scan_job \
+             WHERE registration_uuid = $1 AND lease_expires_at > now()",
+        )
+        .bind(registration_uuid)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::query_err("counting scans in flight"))
+    }
+}

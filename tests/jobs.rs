@@ -1,0 +1,307 @@
+//! The single-flight scan job protocol against a real PostgreSQL.
+
+mod pgtest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
+use scanreport_operator::jobs::{Claim, JobState, Leases, Tuple};
+use scanreport_operator::store::{PoolConfig, Store};
+use tokio::sync::Barrier;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn store() -> Store {
+    let url = pgtest::fresh_database("jobs").await;
+    let config = PoolConfig {
+        max_connections: 40,
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(&url, &config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn tuple(n: u64, scanner: &str) -> Tuple {
+    Tuple {
+        digest: Digest::parse(&format!("sha256:{n:064x}")).unwrap(),
+        registration_uuid: default_registration_uuid(scanner).unwrap(),
+        mime_type: MimeType::parse("application/vnd.security.vulnerability.report; version=1.1")
+            .unwrap(),
+    }
+}
+
+fn leases() -> Leases {
+    Leases {
+        claim: Duration::from_secs(60),
+        scan: Duration::from_secs(600),
+        queue: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_requesters_submit_exactly_once() {
+    let store = store().await;
+    let t = tuple(1, "trivy");
+    let n = 32;
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (store, barrier, t) = (store.clone(), barrier.clone(), t.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .request_scan(&t, None, false, HOUR, &leases())
+                    .await
+                    .unwrap();
+                let holder = format!("replica-{i}");
+                let claim = store
+                    .claim(t.report_id(), t.registration_uuid, 4, &holder, &leases())
+                    .await
+                    .unwrap();
+                if claim == Claim::Won {
+                    assert!(
+                        store
+                            .record_submission(t.report_id(), &holder, "scan-1", &leases())
+                            .await
+                            .unwrap()
+                    );
+                }
+                claim
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        if task.await.unwrap() == Claim::Won {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one requester submits");
+    let job = store.job(t.report_id()).await.unwrap().unwrap();
+    assert!(matches!(job.state, JobState::Submitted { ref scan_id, .. } if scan_id == "scan-1"));
+
+    // Completing is idempotent, and a request satisfied by that completion does not rescan.
+    let before = store.now().await.unwrap();
+    assert!(store.complete(t.report_id(), "scan-1").await.unwrap());
+    assert!(!store.complete(t.report_id(), "scan-1").await.unwrap());
+    let job = store
+        .request_scan(&t, Some(before), false, HOUR, &leases())
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Done);
+    // A demand for a scan newer than the last completion re-queues it, once.
+    let after = store.now().await.unwrap();
+    let job = store
+        .request_scan(&t, Some(after), false, HOUR, &leases())
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.completed_at.map(|c| c < after), Some(true));
+}
+
+#[tokio::test]
+async fn the_in_flight_limit_queues_in_arrival_order() {
+    let store = store().await;
+    let reg = default_registration_uuid("limited").unwrap();
+    let tuples: Vec<_> = (0..5).map(|i| tuple(100 + i, "limited")).collect();
+    for t in &tuples {
+        store
+            .request_scan(t, None, false, HOUR, &leases())
+            .await
+            .unwrap();
+        // Distinct enqueue times keep the order observable.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Ask in reverse order: only the two oldest may go with a limit of 2.
+    let mut results = Vec::new();
+    for t in tuples.iter().rev() {
+        results.push(
+            store
+                .claim(t.report_id(), reg, 2, "me", &leases())
+                .await
+                .unwrap(),
+        );
+    }
+    results.reverse();
+    assert_eq!(results[0], Claim::Won);
+    assert_eq!(results[1], Claim::Won);
+    assert!(
+        results[2..]
+            .iter()
+            .all(|c| matches!(c, Claim::Queued { .. })),
+        "{results:?}"
+    );
+    assert_eq!(store.scanner_load(reg).await.unwrap(), (2, 3));
+    // A slot frees up when a scan completes; the next in line gets it.
+    store
+        .record_submission(tuples[0].report_id(), "me", "s0", &leases())
+        .await
+        .unwrap();
+    store.complete(tuples[0].report_id(), "s0").await.unwrap();
+    assert!(matches!(
+        store
+            .claim(tuples[3].report_id(), reg, 2, "me", &leases())
+            .await
+            .unwrap(),
+        Claim::Queued { ahead: 1 }
+    ));
+    assert_eq!(
+        store
+            .claim(tuples[2].report_id(), reg, 2, "me", &leases())
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_claimant_is_replaced_after_its_lease() {
+    let store = store().await;
+    let t = tuple(7, "trivy");
+    let short = Leases {
+        claim: Duration::from_millis(300),
+        ..leases()
+    };
+    store
+        .request_scan(&t, None, false, HOUR, &short)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim(t.report_id(), t.registration_uuid, 4, "crashed", &short)
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    // While the lease lives, others must wait.
+    assert!(matches!(
+        store
+            .claim(t.report_id(), t.registration_uuid, 4, "other", &short)
+            .await
+            .unwrap(),
+        Claim::Taken(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store
+            .claim(t.report_id(), t.registration_uuid, 4, "other", &short)
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    // The crashed holder's late submission is refused: it no longer holds the claim.
+    assert!(
+        !store
+            .record_submission(t.report_id(), "crashed", "late", &short)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_submission(t.report_id(), "other", "scan-2", &short)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn lost_and_failed_scans() {
+    let store = store().await;
+    let t = tuple(9, "trivy");
+    store
+        .request_scan(&t, None, false, HOUR, &leases())
+        .await
+        .unwrap();
+    store
+        .claim(t.report_id(), t.registration_uuid, 4, "a", &leases())
+        .await
+        .unwrap();
+    store
+        .record_submission(t.report_id(), "a", "s1", &leases())
+        .await
+        .unwrap();
+    // The adapter forgot s1: back to the queue, then a new submission.
+    store
+        .requeue_lost(t.report_id(), "s1", &leases())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job(t.report_id()).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(
+        store
+            .claim(t.report_id(), t.registration_uuid, 4, "b", &leases())
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    store
+        .record_submission(t.report_id(), "b", "s2", &leases())
+        .await
+        .unwrap();
+    // A stale completion of the lost scan changes nothing.
+    assert!(!store.complete(t.report_id(), "s1").await.unwrap());
+    store
+        .fail(t.report_id(), "s2", "adapter said 422")
+        .await
+        .unwrap();
+    let job = store
+        .request_scan(&t, None, false, HOUR, &leases())
+        .await
+        .unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Failed {
+            error: "adapter said 422".into()
+        }
+    );
+    // Only an explicit retry (the request changed) re-queues a failed job.
+    let job = store
+        .request_scan(&t, None, true, HOUR, &leases())
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.attempts, 2);
+}
+
+#[tokio::test]
+async fn abandoned_queue_entries_do_not_block_the_queue() {
+    let store = store().await;
+    let reg = default_registration_uuid("trivy").unwrap();
+    let brief = Leases {
+        queue: Duration::from_millis(200),
+        ..leases()
+    };
+    let (gone, next) = (tuple(20, "trivy"), tuple(21, "trivy"));
+    store
+        .request_scan(&gone, None, false, HOUR, &brief)
+        .await
+        .unwrap();
+    store
+        .request_scan(&next, None, false, HOUR, &brief)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .claim(next.report_id(), reg, 1, "me", &brief)
+            .await
+            .unwrap(),
+        Claim::Queued { ahead: 1 }
+    ));
+    // Nobody refreshes `gone` (its ScanRequest was deleted); it stops counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .request_scan(&next, None, false, HOUR, &brief)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim(next.report_id(), reg, 1, "me", &brief)
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+}
