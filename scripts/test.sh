@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
-ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client
+ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client openssl:openssl
 
 trap pg_stop EXIT
 trap 'exit 130' INT TERM
@@ -18,6 +18,11 @@ if [[ -z ${DATABASE_URL:-} ]]; then
 else
   log "using DATABASE_URL from the environment"
 fi
+
+# The test control plane: built once (about 5 minutes), then cached. See docs/envtest.md.
+log "envtest binaries (kube-apiserver + etcd)"
+KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
+export KUBEBUILDER_ASSETS
 
 log "cargo fmt --check"
 cargo fmt --check

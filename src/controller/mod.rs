@@ -110,7 +110,7 @@ impl Context {
     fn leases(&self, adapter: &Adapter) -> Leases {
         Leases {
             // Long enough for one POST /scan with its timeout, then others may take over.
-            claim: adapter.request_timeout * 2 + Duration::from_secs(5),
+            claim: adapter.request_timeout * 2 + Duration::from_secs(1),
             scan: self.config.scan_timeout,
             queue: self.config.queue_poll * 10 + Duration::from_secs(30),
         }

@@ -1,0 +1,847 @@
+//! The operator end to end: the real binary against a real kube-apiserver + etcd, a real
+//! PostgreSQL and the development scanner adapter.
+
+mod operator;
+mod pgtest;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use operator::{Operator, WAIT};
+use rand::{Rng, SeedableRng};
+use scanreport_operator::api::{
+    ArtifactSpec, LocalSecretReference, RegistrySpec, ReportPhase, ScanRequest, ScanRequestSpec,
+    Scanner, ScannerSpec,
+};
+use scanreport_operator::devscanner::{
+    DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
+    expected_summary,
+};
+use scanreport_operator::identity::{self, Digest, MimeType};
+use scanreport_operator::store::{PoolConfig, Store};
+use serde_json::json;
+use support::{TestEnv, eventually, fresh_namespace};
+
+const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
+const HARBOR: &str = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0";
+const SBOM: &str = "application/vnd.security.sbom.report+json; version=1.0";
+
+struct Fixture {
+    env: &'static TestEnv,
+    client: Client,
+    database_url: String,
+    store: Store,
+    adapter: DevScannerHandle,
+    scanner: String,
+}
+
+async fn fixture(prefix: &str, adapter: DevScannerConfig) -> Fixture {
+    let env = support::env().await;
+    let client = env.client();
+    let database_url = pgtest::fresh_database(prefix).await;
+    let store = Store::connect(&database_url, &PoolConfig::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let adapter = DevScanner::start(adapter).await.unwrap();
+    let scanner = format!("{prefix}-{:x}", rand::random::<u32>());
+    create_scanner(&client, &scanner, adapter.base_url()).await;
+    Fixture {
+        env,
+        client,
+        database_url,
+        store,
+        adapter,
+        scanner,
+    }
+}
+
+async fn create_scanner(client: &Client, name: &str, url: &str) {
+    let scanner = Scanner::new(
+        name,
+        ScannerSpec {
+            url: url.to_owned(),
+            registration_uuid: None,
+            auth: None,
+            ca_bundle: None,
+            max_in_flight: Some(8),
+            request_timeout: "2s".into(),
+        },
+    );
+    Api::<Scanner>::all(client.clone())
+        .create(&PostParams::default(), &scanner)
+        .await
+        .unwrap();
+}
+
+fn digest() -> String {
+    format!(
+        "sha256:{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanRequest {
+    ScanRequest::new(
+        name,
+        ScanRequestSpec {
+            scanner: scanner.to_owned(),
+            registry: RegistrySpec {
+                url: "https://registry.example.test".into(),
+                credentials_secret_ref: None,
+            },
+            artifact: ArtifactSpec {
+                repository: "library/nginx".into(),
+                digest: digest.to_owned(),
+                tag: Some("1.27".into()),
+                mime_type: Default::default(),
+            },
+            report_mime_types: mimes.iter().map(|m| (*m).to_owned()).collect(),
+            rescan_after: None,
+            rescan_token: None,
+        },
+    )
+}
+
+async fn create(client: &Client, ns: &str, sr: &ScanRequest) {
+    Api::<ScanRequest>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), sr)
+        .await
+        .unwrap();
+}
+
+fn condition<'a>(
+    sr: &'a ScanRequest,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    sr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn is_ready(sr: &ScanRequest) -> bool {
+    let current = sr.status.as_ref().and_then(|s| s.observed_generation) == sr.metadata.generation;
+    current
+        && condition(sr, "Ready").is_some_and(|c| c.status == "True")
+        && condition(sr, "Reconciling").is_none()
+}
+
+async fn wait_ready(client: &Client, ns: &str, name: &str) -> ScanRequest {
+    let api = Api::<ScanRequest>::namespaced(client.clone(), ns);
+    eventually(&format!("{ns}/{name} to be Ready"), WAIT, || {
+        let api = api.clone();
+        async move { api.get(name).await.ok().filter(is_ready) }
+    })
+    .await
+}
+
+async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    needle: &str,
+) -> ScanRequest {
+    let api = Api::<ScanRequest>::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{ns}/{name}: {type_}=True mentioning {needle:?}"),
+        WAIT,
+        || {
+            let api = api.clone();
+            async move {
+                api.get(name).await.ok().filter(|sr| {
+                    condition(sr, type_)
+                        .is_some_and(|c| c.status == "True" && c.message.contains(needle))
+                })
+            }
+        },
+    )
+    .await
+}
+
+async fn rows(store: &Store) -> BTreeSet<(String, String)> {
+    sqlx::query_as::<_, (String, String)>("SELECT digest, mime_type FROM scan_report")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn canonical(m: &str) -> String {
+    MimeType::parse(m).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn happy_path_with_three_report_types() {
+    let f = fixture(
+        "happy",
+        DevScannerConfig {
+            pending_polls: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "happy").await;
+    let mut op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let d = digest();
+    create(
+        &f.client,
+        &ns,
+        &request("nginx", &f.scanner, &d, &[VULN, HARBOR, SBOM]),
+    )
+    .await;
+    let sr = wait_ready(&f.client, &ns, "nginx").await;
+
+    let status = sr.status.clone().unwrap();
+    let registration = identity::default_registration_uuid(&f.scanner).unwrap();
+    assert_eq!(status.registration_uuid, Some(registration.to_string()));
+    let expected = expected_summary(&Digest::parse(&d).unwrap());
+    assert!(expected.total() > 0);
+    assert_eq!(status.summary, Some(expected));
+    assert_eq!(status.reports.len(), 3);
+    for (report, mime) in status.reports.iter().zip([VULN, HARBOR, SBOM]) {
+        let id = identity::report_id(
+            &Digest::parse(&d).unwrap(),
+            &registration,
+            &MimeType::parse(mime).unwrap(),
+        );
+        assert_eq!(report.report_id, id.to_string());
+        assert_eq!(report.mime_type, canonical(mime));
+        assert_eq!(report.phase, ReportPhase::Ready);
+        assert!(report.generated_at.is_some());
+        assert_eq!(
+            report.scanner.as_ref().map(|s| s.name.as_str()),
+            Some("scanreport-dev-scanner")
+        );
+        assert_eq!(report.summary.is_some(), mime != SBOM, "{mime}");
+        // The body lives in PostgreSQL under that id.
+        let stored = f.store.get(id).await.unwrap().expect("report stored");
+        assert_eq!(stored.meta.mime_type, canonical(mime));
+        if mime != SBOM {
+            assert_eq!(stored.meta.summary, expected);
+        }
+    }
+    let stats = f.adapter.stats();
+    for mime in [VULN, HARBOR, SBOM] {
+        assert_eq!(stats.scans_for(&d, mime), 1, "{mime}");
+    }
+
+    // The Scanner shows what the adapter is.
+    let scanner = Api::<Scanner>::all(f.client.clone())
+        .get(&f.scanner)
+        .await
+        .unwrap();
+    let scanner_status = scanner.status.unwrap();
+    assert_eq!(
+        scanner_status.adapter.unwrap().name,
+        "scanreport-dev-scanner"
+    );
+    assert_eq!(
+        scanner_status.registration_uuid,
+        Some(registration.to_string())
+    );
+
+    // Events tell the story.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(f.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let reasons: BTreeSet<_> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        reasons.contains("ScanSubmitted") && reasons.contains("ReportStored"),
+        "{reasons:?}"
+    );
+
+    // `kubectl get sr` fills the printer columns.
+    let out = f
+        .env
+        .kubectl()
+        .args(["get", "sr", "-n", &ns, "nginx", "--no-headers"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cols[..5],
+        [
+            "nginx",
+            f.scanner.as_str(),
+            d.as_str(),
+            "True",
+            expected.critical.to_string().as_str()
+        ][..]
+    );
+    assert_eq!(cols[5], expected.high.to_string());
+    op.stop();
+    assert!(op.errors().is_empty(), "{:?}", op.errors());
+}
+
+#[tokio::test]
+async fn kubectl_apply_of_the_examples_reaches_ready() {
+    // The examples name the Scanner `dev-scanner`; point it at this test's adapter.
+    let f = fixture("examples", DevScannerConfig::default()).await;
+    create_scanner(&f.client, "dev-scanner", f.adapter.base_url()).await;
+    let ns = fresh_namespace(&f.client, "examples").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.contains("kind: ScanRequest") {
+            continue;
+        }
+        let out = f
+            .env
+            .kubectl()
+            .args(["apply", "-n", &ns, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            if value["kind"] == "ScanRequest" {
+                names.push(value["metadata"]["name"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(
+        names.len() >= 2,
+        "examples hold a few ScanRequests: {names:?}"
+    );
+    for name in &names {
+        let sr = wait_ready(&f.client, &ns, name).await;
+        let status = sr.status.unwrap();
+        assert!(status.reports.iter().all(|r| r.phase == ReportPhase::Ready));
+        assert!(
+            status.summary.is_some_and(|s| s.total() > 0),
+            "{name} has counts"
+        );
+    }
+    Api::<Scanner>::all(f.client.clone())
+        .delete("dev-scanner", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+use serde::Deserialize as _;
+
+#[tokio::test]
+async fn twenty_requests_for_one_artifact_make_one_scan_per_tuple() {
+    let f = fixture(
+        "twenty",
+        DevScannerConfig {
+            pending_polls: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut namespaces = Vec::new();
+    for _ in 0..4 {
+        namespaces.push(fresh_namespace(&f.client, "twenty").await);
+    }
+    let ns_refs: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    let _op = Operator::start(f.env, &f.database_url, &ns_refs, &[]);
+    let d = digest();
+    for i in 0..20 {
+        // Different spellings of the same MIME types are the same reports.
+        let mimes: &[&str] = if i % 2 == 0 {
+            &[VULN, SBOM]
+        } else {
+            &[
+                "Application/Vnd.Security.Vulnerability.Report;Version=\"1.1\"",
+                SBOM,
+            ]
+        };
+        create(
+            &f.client,
+            &namespaces[i % 4],
+            &request(&format!("req-{i}"), &f.scanner, &d, mimes),
+        )
+        .await;
+    }
+    for i in 0..20 {
+        wait_ready(&f.client, &namespaces[i % 4], &format!("req-{i}")).await;
+    }
+    let expected: BTreeSet<_> = [VULN, SBOM]
+        .iter()
+        .map(|m| (d.clone(), canonical(m)))
+        .collect();
+    assert_eq!(rows(&f.store).await, expected);
+    let stats = f.adapter.stats();
+    assert_eq!(stats.scans_for(&d, VULN), 1, "{stats:?}");
+    assert_eq!(stats.scans_for(&d, SBOM), 1, "{stats:?}");
+    assert_eq!(stats.scans_accepted, 2);
+}
+
+#[tokio::test]
+async fn two_replicas_converge_on_one_result_without_errors() {
+    let f = fixture(
+        "replicas",
+        DevScannerConfig {
+            pending_polls: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "replicas").await;
+    let mut a = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let mut b = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let digests: Vec<String> = (0..5).map(|_| digest()).collect();
+    for i in 0..10 {
+        create(
+            &f.client,
+            &ns,
+            &request(
+                &format!("r{i}"),
+                &f.scanner,
+                &digests[i % 5],
+                &[VULN, HARBOR],
+            ),
+        )
+        .await;
+    }
+    for i in 0..10 {
+        wait_ready(&f.client, &ns, &format!("r{i}")).await;
+    }
+    let stats = f.adapter.stats();
+    for d in &digests {
+        assert_eq!(stats.scans_for(d, VULN), 1);
+        assert_eq!(stats.scans_for(d, HARBOR), 1);
+    }
+    assert_eq!(rows(&f.store).await.len(), 10);
+    a.stop();
+    b.stop();
+    assert!(a.errors().is_empty(), "replica a: {:?}", a.errors());
+    assert!(b.errors().is_empty(), "replica b: {:?}", b.errors());
+}
+
+#[tokio::test]
+async fn crash_at_random_points_converges_without_rescans_or_rewrites() {
+    let f = fixture(
+        "crash",
+        DevScannerConfig {
+            pending_polls: 1,
+            refresh_after_secs: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "crash").await;
+    let api = Api::<ScanRequest>::namespaced(f.client.clone(), &ns);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5ca9_2026);
+    let mut all_tuples: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut digests: Vec<String> = Vec::new();
+    for iteration in 0..20 {
+        f.adapter.set_pending_polls(rng.random_range(0..3));
+        // Two new artifacts and one already scanned, each with two reports.
+        let mut batch = vec![digest(), digest()];
+        if let Some(old) = digests.get(rng.random_range(0..digests.len().max(1))) {
+            batch.push(old.clone());
+        }
+        for (j, d) in batch.iter().enumerate() {
+            create(
+                &f.client,
+                &ns,
+                &request(&format!("i{iteration}-{j}"), &f.scanner, d, &[VULN, SBOM]),
+            )
+            .await;
+            for m in [VULN, SBOM] {
+                all_tuples.insert((d.clone(), canonical(m)));
+            }
+        }
+        digests.extend(batch.iter().take(2).cloned());
+
+        let mut op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2500))).await;
+        op.kill();
+
+        // What survived the crash: stored reports, their scan counts, Ready requests.
+        let stored = rows(&f.store).await;
+        let stats = f.adapter.stats();
+        let scans_before: BTreeMap<_, _> = stored
+            .iter()
+            .map(|(d, m)| ((d.clone(), m.clone()), stats.scans_for(d, m)))
+            .collect();
+        let ready_before: BTreeMap<String, String> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(is_ready)
+            .map(|sr| (sr.name_any(), sr.resource_version().unwrap()))
+            .collect();
+
+        let op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+        let names: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        for name in &names {
+            wait_ready(&f.client, &ns, name).await;
+        }
+        assert_eq!(
+            rows(&f.store).await,
+            all_tuples,
+            "iteration {iteration}: one row per distinct tuple"
+        );
+        let stats = f.adapter.stats();
+        for ((d, m), before) in &scans_before {
+            assert_eq!(
+                stats.scans_for(d, m),
+                *before,
+                "iteration {iteration}: {d} {m} was not rescanned"
+            );
+        }
+        // Give the new operator time to have touched everything, then check nothing Ready was
+        // written again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (name, rv) in &ready_before {
+            let now = api.get(name).await.unwrap();
+            assert_eq!(
+                now.resource_version().as_ref(),
+                Some(rv),
+                "iteration {iteration}: {name} was Ready and got a status write"
+            );
+        }
+        drop(op);
+    }
+}
+
+#[tokio::test]
+async fn slow_flaky_and_dead_adapters_converge() {
+    let f = fixture(
+        "adapters",
+        DevScannerConfig {
+            pending_polls: 3,
+            refresh_after_secs: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "adapters").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+
+    // Slow: 302 three times, then the report.
+    let slow = digest();
+    create(&f.client, &ns, &request("slow", &f.scanner, &slow, &[VULN])).await;
+    let sr = wait_condition(&f.client, &ns, "slow", "Reconciling", "scanning").await;
+    assert_eq!(sr.status.unwrap().reports[0].phase, ReportPhase::Scanning);
+    wait_ready(&f.client, &ns, "slow").await;
+    assert!(f.adapter.stats().reports_not_ready >= 3);
+
+    // Flaky: 503 on submit twice and 500 on the report twice, then fine.
+    f.adapter.set_pending_polls(0);
+    f.adapter
+        .inject_fault(FaultRule::new(
+            Endpoint::Scan,
+            FaultKind::ServerError { status: 503 },
+            Some(2),
+        ))
+        .unwrap();
+    f.adapter
+        .inject_fault(FaultRule::new(
+            Endpoint::Report,
+            FaultKind::ServerError { status: 500 },
+            Some(2),
+        ))
+        .unwrap();
+    let flaky = digest();
+    create(
+        &f.client,
+        &ns,
+        &request("flaky", &f.scanner, &flaky, &[VULN]),
+    )
+    .await;
+    wait_ready(&f.client, &ns, "flaky").await;
+    let stats = f.adapter.stats();
+    assert_eq!(stats.responses_with(Endpoint::Scan, 503), 2);
+    assert_eq!(stats.responses_with(Endpoint::Report, 500), 2);
+    assert_eq!(stats.scans_for(&flaky, VULN), 1);
+
+    // Dead: connection refused, then back on the same address.
+    let addr = f.adapter.local_addr();
+    f.adapter.shutdown().await;
+    let dead = digest();
+    create(&f.client, &ns, &request("dead", &f.scanner, &dead, &[VULN])).await;
+    wait_condition(&f.client, &ns, "dead", "Reconciling", "unavailable").await;
+    let back = DevScanner::start(DevScannerConfig {
+        listen: addr,
+        pending_polls: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_ready(&f.client, &ns, "dead").await;
+    assert_eq!(back.stats().scans_for(&dead, VULN), 1);
+}
+
+#[tokio::test]
+async fn a_postgres_outage_heals_without_restarting_the_operator() {
+    let pg = pgtest::PgCluster::start();
+    let env = support::env().await;
+    let client = env.client();
+    let adapter = DevScanner::start(DevScannerConfig {
+        pending_polls: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let scanner = format!("pg-{:x}", rand::random::<u32>());
+    create_scanner(&client, &scanner, adapter.base_url()).await;
+    let ns = fresh_namespace(&client, "pg-outage").await;
+    let mut op = Operator::start(env, &pg.url(), &[&ns], &[]);
+    let first = digest();
+    create(&client, &ns, &request("before", &scanner, &first, &[VULN])).await;
+    wait_ready(&client, &ns, "before").await;
+
+    pg.halt();
+    create(
+        &client,
+        &ns,
+        &request("during", &scanner, &digest(), &[VULN]),
+    )
+    .await;
+    wait_condition(&client, &ns, "during", "Reconciling", "database").await;
+    pg.resume();
+    wait_ready(&client, &ns, "during").await;
+    assert!(op.is_running(), "the operator survived the outage");
+    let store = Store::connect(&pg.url(), &PoolConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(rows(&store).await.len(), 2);
+    op.stop();
+}
+
+#[tokio::test]
+async fn bad_input_stalls_with_a_message_naming_the_field() {
+    let f = fixture("bad", DevScannerConfig::default()).await;
+    let ns = fresh_namespace(&f.client, "bad").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let api = Api::<ScanRequest>::namespaced(f.client.clone(), &ns);
+
+    let missing_scanner = format!("{}-later", f.scanner);
+    create(
+        &f.client,
+        &ns,
+        &request("unknown-scanner", &missing_scanner, &digest(), &[VULN]),
+    )
+    .await;
+    let sr = wait_condition(&f.client, &ns, "unknown-scanner", "Stalled", "spec.scanner").await;
+    assert_eq!(condition(&sr, "Ready").unwrap().status, "False");
+
+    create(
+        &f.client,
+        &ns,
+        &request(
+            "bad-mime",
+            &f.scanner,
+            &digest(),
+            &[VULN, "application/vnd.example.report; version=9"],
+        ),
+    )
+    .await;
+    wait_condition(
+        &f.client,
+        &ns,
+        "bad-mime",
+        "Stalled",
+        "spec.reportMimeTypes[1]",
+    )
+    .await;
+
+    let mut with_secret = request("missing-secret", &f.scanner, &digest(), &[VULN]);
+    with_secret.spec.registry.credentials_secret_ref = Some(LocalSecretReference {
+        name: "pull-secret".into(),
+    });
+    create(&f.client, &ns, &with_secret).await;
+    wait_condition(
+        &f.client,
+        &ns,
+        "missing-secret",
+        "Stalled",
+        "spec.registry.credentialsSecretRef",
+    )
+    .await;
+
+    // Stalled requests do not hot-loop: no further writes while nothing changes.
+    let before = api.get("unknown-scanner").await.unwrap().resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.get("unknown-scanner").await.unwrap().resource_version(),
+        before
+    );
+    assert_eq!(
+        f.adapter.stats().scans_accepted,
+        0,
+        "nothing reached the adapter"
+    );
+
+    // Fixing the referenced object resumes reconciling.
+    create_scanner(&f.client, &missing_scanner, f.adapter.base_url()).await;
+    wait_ready(&f.client, &ns, "unknown-scanner").await;
+    // Fixing the spec resumes it too.
+    api.patch(
+        "bad-mime",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"reportMimeTypes": [VULN]}})),
+    )
+    .await
+    .unwrap();
+    wait_ready(&f.client, &ns, "bad-mime").await;
+    // The Secret's credentials reach the adapter and nowhere else.
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "pull-secret"},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "robot", "password": "s3cr3t-registry-pass"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(f.client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // Secrets are not watched: a spec change (or the periodic recheck) picks it up.
+    api.patch("missing-secret", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}, "spec": {"artifact": {"tag": "retry"}}}))).await.unwrap();
+    let sr = wait_ready(&f.client, &ns, "missing-secret").await;
+    assert_eq!(f.adapter.stats().scans_with_registry_authorization, 1);
+    let status = serde_json::to_string(&sr.status).unwrap();
+    assert!(!status.contains("s3cr3t"));
+    for op_log in [_op.logs()] {
+        assert!(
+            !op_log.contains("s3cr3t-registry-pass"),
+            "a credential reached the logs"
+        );
+    }
+
+    // The schema rejects a malformed digest at admission.
+    let mut bad = request("bad-digest", &f.scanner, "sha256:1234", &[VULN]);
+    bad.spec.artifact.digest = "sha256:1234".into();
+    let err = api.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(err.to_string().contains("spec.artifact.digest"), "{err}");
+}
+
+#[tokio::test]
+async fn rescans_keep_the_previous_report_until_the_new_one_is_stored() {
+    let f = fixture(
+        "rescan",
+        DevScannerConfig {
+            pending_polls: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "rescan").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let api = Api::<ScanRequest>::namespaced(f.client.clone(), &ns);
+    let d = digest();
+    let mut sr = request("app", &f.scanner, &d, &[VULN]);
+    sr.spec.rescan_token = Some("v1".into());
+    create(&f.client, &ns, &sr).await;
+    let first = wait_ready(&f.client, &ns, "app").await.status.unwrap();
+    assert_eq!(f.adapter.stats().scans_for(&d, VULN), 1);
+
+    // A new token forces a scan; meanwhile the old report stays in the status.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.adapter.set_pending_polls(3);
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rescanToken": "v2"}})),
+    )
+    .await
+    .unwrap();
+    let during = wait_condition(&f.client, &ns, "app", "Reconciling", "")
+        .await
+        .status
+        .unwrap();
+    let report = &during.reports[0];
+    assert_eq!(report.phase, ReportPhase::Rescanning);
+    assert_eq!(
+        report.generated_at, first.reports[0].generated_at,
+        "the old report is still shown"
+    );
+    assert_eq!(report.report_id, first.reports[0].report_id);
+    assert_eq!(
+        condition_of(&during, "Ready"),
+        Some("True".into()),
+        "still usable while rescanning"
+    );
+    let after = wait_ready(&f.client, &ns, "app").await.status.unwrap();
+    assert!(after.reports[0].generated_at > first.reports[0].generated_at);
+    assert_eq!(after.rescan_token.as_deref(), Some("v2"));
+    assert_eq!(f.adapter.stats().scans_for(&d, VULN), 2);
+
+    // rescanAfter: a report older than that is scanned again.
+    f.adapter.set_pending_polls(0);
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rescanAfter": "1h"}})),
+    )
+    .await
+    .unwrap();
+    wait_ready(&f.client, &ns, "app").await;
+    assert_eq!(
+        f.adapter.stats().scans_for(&d, VULN),
+        2,
+        "a fresh report is not rescanned"
+    );
+    sqlx::query("UPDATE scan_job SET completed_at = now() - interval '2 hours'")
+        .execute(f.store.pool())
+        .await
+        .unwrap();
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rescanAfter": "90m"}})),
+    )
+    .await
+    .unwrap();
+    eventually("the stale report to be rescanned", WAIT, || async {
+        (f.adapter.stats().scans_for(&d, VULN) == 3).then_some(())
+    })
+    .await;
+    wait_ready(&f.client, &ns, "app").await;
+}
+
+fn condition_of(
+    status: &scanreport_operator::api::ScanRequestStatus,
+    type_: &str,
+) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}

@@ -1,0 +1,103 @@
+//! Runs the operator binary against the test control plane, the way a cluster would: its own
+//! process, a kubeconfig, `DATABASE_URL`, JSON logs captured to a file.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{GuardedChild, TestEnv, spawn_guarded};
+
+pub struct Operator {
+    child: Option<GuardedChild>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Flags that keep test runs quick: short queue polls and rechecks.
+pub const FAST: &[&str] = &[
+    "--queue-poll",
+    "200ms",
+    "--stall-recheck",
+    "20s",
+    "--metadata-ttl",
+    "30s",
+];
+
+impl Operator {
+    /// Starts `scanreport-operator run` watching `namespaces` only, so that operators of tests
+    /// running side by side never touch each other's objects.
+    pub fn start(env: &TestEnv, database_url: &str, namespaces: &[&str], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("operator.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scanreport-operator"));
+        cmd.arg("run")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--namespaces", &namespaces.join(",")])
+            .args(FAST)
+            .args(extra)
+            .env("KUBECONFIG", env.kubeconfig())
+            .env("DATABASE_URL", database_url)
+            .env("LOG_LEVEL", "info,scanreport_operator=debug")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file.try_clone().expect("log file"));
+        let child = spawn_guarded(cmd).expect("start the operator");
+        Self {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: a crash, with no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the process group the guard created.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.child().wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful shutdown.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.take().and_then(|c| c.stop().ok())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines at ERROR level.
+    pub fn errors(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains("\"level\":\"ERROR\""))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.child().try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            eprintln!("--- operator log tail ({}) ---", self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(60);
