@@ -1004,7 +1004,14 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             )
             .then(|| r.to_string());
         }
-        current = err.source();
+        // io::Error::source skips the error it wraps; hyper nests io errors two deep.
+        current = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
