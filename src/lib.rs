@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod devscanner;
 pub mod http;
 pub mod identity;
 pub mod jobs;

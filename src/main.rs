@@ -51,6 +51,8 @@ enum Command {
         #[arg(long, default_value = api::DEFAULT_REPORT_MIME_TYPE)]
         mime_type: String,
     },
+    /// Serve the development scanner adapter (for demos and tests; the operator never uses it).
+    DevScanner(Box<scanreport_operator::devscanner::DevScannerArgs>),
 }
 
 #[tokio::main]
@@ -73,6 +75,15 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => scanreport_operator::run::run(args.into_options()?).await,
+        Command::DevScanner(args) => {
+            // The development adapter has errors of its own; report them like the others.
+            if let Err(e) = scanreport_operator::devscanner::run_cli(*args).await {
+                tracing::error!(error = %e, "dev-scanner failed");
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Crds { dir } => {
             let docs = api::crds_yaml()?;
             if let Some(dir) = dir {
