@@ -78,7 +78,7 @@ pub enum ScannerError {
 
     // The request: permanent.
     #[error(
-        "the scanner adapter rejected the scan request ({operation} answered HTTP {status}): {message}; check the ScanRequest's registry and artifact"
+        "the scanner adapter rejected the request as invalid ({operation} answered HTTP {status}): {message}; check the ScanRequest's registry, artifact and report MIME types"
     )]
     InvalidRequest {
         operation: Operation,
