@@ -1,21 +1,37 @@
-//! The operator's HTTP endpoint: `/healthz` (the process serves) and `/readyz` (watch caches
-//! synced, so reconciles see the cluster).
+//! The operator's HTTP endpoint: `/healthz` (the process serves), `/readyz` (watch caches
+//! synced, or a standby replica waiting for the leader lease) and `/metrics` (OpenMetrics).
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
+use std::sync::Arc;
+
 use tokio::sync::watch;
+
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 struct Health {
     ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        health.metrics.encode(),
+    )
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
@@ -29,11 +45,12 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
     }
 }
 
-pub fn router(ready: watch::Receiver<bool>) -> Router {
+pub fn router(ready: watch::Receiver<bool>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Health { ready })
+        .route("/metrics", get(self::metrics))
+        .with_state(Health { ready, metrics })
 }
 
 /// Binds `addr` now, so that a taken port fails start-up, and serves until `shutdown`.
@@ -43,7 +60,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz and /readyz");
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     Ok(axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .into_future())

@@ -400,20 +400,26 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the scan done after its report was stored. Idempotent; `false` when the job had
-    /// already moved on (another caller completed or replaced it).
-    pub async fn complete(&self, report_id: Uuid, scan_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    /// Marks the scan done after its report was stored. Idempotent: `None` when the job had
+    /// already moved on (another caller completed or replaced it), otherwise how long the scan
+    /// took from submission.
+    pub async fn complete(
+        &self,
+        report_id: Uuid,
+        scan_id: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let took: Option<f64> = sqlx::query_scalar(
             "UPDATE scan_job SET state = 'done', completed_at = now(), scan_id = NULL, \
                holder = NULL, lease_expires_at = NULL, next_poll_at = NULL, last_error = NULL, \
-               updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
+               updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted' \
+             RETURNING extract(epoch FROM now() - coalesce(submitted_at, now()))::float8",
         )
         .bind(report_id)
         .bind(scan_id)
-        .execute(self.pool())
+        .fetch_optional(self.pool())
         .await
         .map_err(StoreError::query_err("completing a scan"))?;
-        Ok(done.rows_affected() == 1)
+        Ok(took.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
     }
 
     /// The adapter no longer knows `scan_id` (404): queue the tuple again, keeping its place.

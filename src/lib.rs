@@ -7,7 +7,8 @@
 //! * [`jobs`]: durable single-flight scan jobs and the per-scanner queue.
 //! * [`scanner`]: the Harbor Pluggable Scanner Adapter client.
 //! * [`controller`]: the reconcile pipeline (start reading at `controller/mod.rs`).
-//! * [`http`]: health and readiness endpoints.
+//! * [`http`]: health, readiness and metrics endpoints.
+//! * [`metrics`]: Prometheus metrics.
 //! * [`run`]: `scanreport-operator run`.
 //! * [`telemetry`]: logging set-up.
 
@@ -17,6 +18,7 @@ pub mod devscanner;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod metrics;
 pub mod run;
 pub mod scanner;
 pub mod store;
@@ -29,6 +31,8 @@ pub enum Error {
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("development scanner adapter: {0}")]
+    DevScanner(#[from] devscanner::DevScannerError),
     #[error("cannot serialise the CRDs to YAML: {0}")]
     CrdYaml(#[from] serde_yaml::Error),
     #[error("DATABASE_URL is not set: pass --database-url or set the environment variable")]
@@ -43,6 +47,14 @@ pub enum Error {
         "cannot connect to Kubernetes: {0}; run in a cluster or set KUBECONFIG to a kubeconfig file"
     )]
     Kube(#[source] kube::Error),
+    #[error(
+        "leader election failed: {0}; check that the operator may get, create and update Leases in its namespace"
+    )]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    #[error(
+        "lost the leader lease to another replica; exiting so that this one restarts as a standby"
+    )]
+    LostLeadership,
     #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
     Listen {
         addr: std::net::SocketAddr,

@@ -75,15 +75,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => scanreport_operator::run::run(args.into_options()?).await,
-        Command::DevScanner(args) => {
-            // The development adapter has errors of its own; report them like the others.
-            if let Err(e) = scanreport_operator::devscanner::run_cli(*args).await {
-                tracing::error!(error = %e, "dev-scanner failed");
-                eprintln!("error: {e}");
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        Command::DevScanner(args) => Ok(scanreport_operator::devscanner::run_cli(*args).await?),
         Command::Crds { dir } => {
             let docs = api::crds_yaml()?;
             if let Some(dir) = dir {
@@ -160,15 +152,35 @@ struct RunArgs {
     /// Database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     database_max_connections: u32,
-    /// Name of this replica in scan claims and Events (the pod name in a cluster).
+    /// Name of this replica in scan claims, Events and the lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Reconcile only while holding a Lease, so that one replica works and others stand by.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "scanreport-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long the lease stays valid after its last renewal; a standby takes over after it.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    lease_duration: std::time::Duration,
 }
 
 impl RunArgs {
     fn into_options(self) -> Result<scanreport_operator::run::RunOptions, Error> {
         let defaults = scanreport_operator::controller::Config::default();
+        let leader_election =
+            self.leader_election
+                .then_some(scanreport_operator::run::LeaderElection {
+                    lease_name: self.lease_name,
+                    lease_namespace: self.lease_namespace,
+                    lease_duration: self.lease_duration,
+                });
         Ok(scanreport_operator::run::RunOptions {
+            leader_election,
             database_url: self.database_url.ok_or(Error::MissingDatabaseUrl)?,
             listen: self.listen,
             pool: store::PoolConfig {

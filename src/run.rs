@@ -1,12 +1,16 @@
-//! `scanreport-operator run`: wires the store, the Kubernetes client, the HTTP endpoint and the
-//! controller together, and shuts them down gracefully on SIGTERM or Ctrl-C.
+//! `scanreport-operator run`: wires the store, the Kubernetes client, the HTTP endpoint, leader
+//! election and the controller together, and shuts down gracefully on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Context};
+use crate::metrics::Metrics;
 use crate::store::{PoolConfig, Store, redact_url};
 use crate::{Error, http};
 
@@ -15,6 +19,16 @@ pub struct RunOptions {
     pub listen: SocketAddr,
     pub pool: PoolConfig,
     pub controller: controller::Config,
+    /// `None` runs without leader election: every replica reconciles, which is safe (the
+    /// pipeline is idempotent) but does the work more than once.
+    pub leader_election: Option<LeaderElection>,
+}
+
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// How long a lease stays valid after its holder's last renewal.
+    pub lease_duration: Duration,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
@@ -22,17 +36,19 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         database = %redact_url(&opts.database_url),
         namespaces = ?opts.controller.namespaces,
         instance = %opts.controller.instance,
+        leader_election = opts.leader_election.is_some(),
         "starting"
     );
     let store = Store::connect(&opts.database_url, &opts.pool).await?;
     store.migrate().await?;
     let client = kube::Client::try_default().await.map_err(Error::Kube)?;
+    let metrics = Arc::new(Metrics::default());
 
     let shutdown = CancellationToken::new();
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
     let server = http::serve(
         opts.listen,
-        http::router(ready_rx),
+        http::router(ready_rx, metrics.clone()),
         shutdown.clone().cancelled_owned(),
     )
     .await
@@ -41,7 +57,6 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         source,
     })?;
     let server = tokio::spawn(server);
-
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -49,36 +64,141 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         signals.cancel();
     });
 
-    let ctx = Arc::new(Context::new(client, store.clone(), opts.controller));
-    controller::run(ctx, shutdown.clone(), ready_tx).await;
+    let instance = opts.controller.instance.clone();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        store.clone(),
+        opts.controller,
+        metrics.clone(),
+    ));
+    tokio::spawn(report_scanner_load(ctx.clone(), shutdown.clone()));
+    let result = match opts.leader_election {
+        None => {
+            controller::run(ctx, shutdown.clone(), ready_tx).await;
+            Ok(())
+        }
+        Some(le) => lead(client, le, &instance, ctx, &shutdown, ready_tx, &metrics).await,
+    };
     shutdown.cancel();
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "HTTP server stopped with an error");
     }
     store.pool().close().await;
     tracing::info!("stopped");
+    result
+}
+
+/// Waits for the leader lease, reconciles while holding it, and releases it on shutdown.
+/// Losing the lease ends the process with an error, so that the pod restarts as a standby.
+async fn lead(
+    client: kube::Client,
+    le: LeaderElection,
+    instance: &str,
+    ctx: Arc<Context>,
+    shutdown: &CancellationToken,
+    ready: watch::Sender<bool>,
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    let duration = le.lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client, &le.lease_name)
+        .with_namespace(&le.lease_namespace)
+        .with_identity(instance)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .with_field_manager(format!("{}-lease", controller::MANAGER))
+        .build()
+        .await
+        .map_err(Error::Lease)?;
+    // A standby is healthy and ready: it serves metrics and can take over at any time.
+    ready.send_replace(true);
+    let (mut leader, task) = manager.watch().await;
+    tracing::info!(lease = %le.lease_name, namespace = %le.lease_namespace, "waiting for the leader lease");
+    let acquired = loop {
+        if *leader.borrow_and_update() {
+            break true;
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { break false },
+            () = shutdown.cancelled() => break false,
+        }
+    };
+    let mut lost = false;
+    if acquired {
+        tracing::info!("acquired the leader lease; reconciling");
+        metrics.leader.set(1);
+        ready.send_replace(false);
+        let stop = shutdown.child_token();
+        let run = controller::run(ctx, stop.clone(), ready);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                () = &mut run => break,
+                changed = leader.changed(), if !lost => {
+                    if changed.is_err() || !*leader.borrow_and_update() {
+                        tracing::error!("lost the leader lease; stopping reconciles");
+                        lost = true;
+                        stop.cancel();
+                    }
+                }
+            }
+        }
+        metrics.leader.set(0);
+    }
+    // Dropping the receiver makes the lease task release the lease, so that a standby takes
+    // over at once instead of after the lease duration.
+    drop(leader);
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot release the leader lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the lease task failed"),
+        Err(_) => tracing::warn!("releasing the leader lease timed out"),
+    }
+    if lost && !shutdown.is_cancelled() {
+        return Err(Error::LostLeadership);
+    }
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+/// Keeps the in-flight and queued gauges current. They count across replicas, from PostgreSQL.
+async fn report_scanner_load(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (name, registration) in ctx.adapters.known() {
+            match ctx.store.scanner_load(registration).await {
+                Ok((in_flight, queued)) => {
+                    ctx.metrics.scanner_seen(&name);
+                    let labels = Metrics::scanner(&name);
+                    ctx.metrics
+                        .scans_in_flight
+                        .get_or_create(&labels)
+                        .set(in_flight);
+                    ctx.metrics.scans_queued.get_or_create(&labels).set(queued);
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the operator");
-                let _ = tokio::signal::ctrl_c().await;
+                Err(e) => {
+                    ctx.metrics.api_error("postgres");
+                    tracing::debug!(error = %e, "cannot count scans in flight");
+                }
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the operator");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -737,12 +737,10 @@ async fn bad_input_stalls_with_a_message_naming_the_field() {
     assert_eq!(f.adapter.stats().scans_with_registry_authorization, 1);
     let status = serde_json::to_string(&sr.status).unwrap();
     assert!(!status.contains("s3cr3t"));
-    for op_log in [_op.logs()] {
-        assert!(
-            !op_log.contains("s3cr3t-registry-pass"),
-            "a credential reached the logs"
-        );
-    }
+    assert!(
+        !_op.logs().contains("s3cr3t-registry-pass"),
+        "a credential reached the logs"
+    );
 
     // The schema rejects a malformed digest at admission.
     let mut bad = request("bad-digest", &f.scanner, "sha256:1234", &[VULN]);

@@ -84,8 +84,20 @@ async fn racing_requesters_submit_exactly_once() {
 
     // Completing is idempotent, and a request satisfied by that completion does not rescan.
     let before = store.now().await.unwrap();
-    assert!(store.complete(t.report_id(), "scan-1").await.unwrap());
-    assert!(!store.complete(t.report_id(), "scan-1").await.unwrap());
+    assert!(
+        store
+            .complete(t.report_id(), "scan-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .complete(t.report_id(), "scan-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let job = store
         .request_scan(&t, Some(before), false, HOUR, &leases())
         .await
@@ -243,7 +255,7 @@ async fn lost_and_failed_scans() {
         .await
         .unwrap();
     // A stale completion of the lost scan changes nothing.
-    assert!(!store.complete(t.report_id(), "s1").await.unwrap());
+    assert!(store.complete(t.report_id(), "s1").await.unwrap().is_none());
     store
         .fail(t.report_id(), "s2", "adapter said 422")
         .await

@@ -190,6 +190,8 @@ pub struct Adapters {
     metadata: MetadataCache,
     scanners: Mutex<Option<Store<Scanner>>>,
     clients: Mutex<HashMap<String, CachedClient>>,
+    /// Scanner name to registration UUID, of every Scanner resolved so far.
+    known: Mutex<HashMap<String, Uuid>>,
     default_max_in_flight: i32,
 }
 
@@ -200,8 +202,15 @@ impl Adapters {
             metadata: MetadataCache::new(metadata_ttl),
             scanners: Mutex::default(),
             clients: Mutex::default(),
+            known: Mutex::default(),
             default_max_in_flight,
         }
+    }
+
+    /// Every Scanner resolved so far, with its registration UUID.
+    pub fn known(&self) -> Vec<(String, Uuid)> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().map(|(n, r)| (n.clone(), *r)).collect()
     }
 
     /// Scanners are read from a watch cache; the first one registered is used.
@@ -249,6 +258,10 @@ impl Adapters {
         .await;
         self.update_scanner_status(&scanner, registration, &resolved)
             .await;
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), registration);
         let (client, metadata) = resolved?;
         Ok(Arc::new(Adapter {
             name: name.to_owned(),

@@ -27,6 +27,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::{
@@ -34,6 +35,7 @@ use crate::api::{
 };
 use crate::identity::{Digest, MimeType};
 use crate::jobs::{Claim, JobState, Leases, Tuple};
+use crate::metrics::{Metrics, OutcomeLabels};
 use crate::scanner::RegistryAuthorization;
 use crate::store::{NewReport, ReportMeta, Store, UpsertOutcome};
 use adapters::{Adapter, Adapters, Poll};
@@ -83,12 +85,13 @@ pub struct Context {
     pub adapters: Adapters,
     pub recorder: Recorder,
     pub config: Config,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ScanRequest>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, store: Store, config: Config) -> Self {
+    pub fn new(client: Client, store: Store, config: Config, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: Some(config.instance.clone()),
@@ -103,6 +106,7 @@ impl Context {
             client,
             store,
             config,
+            metrics,
             failures: Mutex::default(),
         }
     }
@@ -175,29 +179,56 @@ struct Outcome {
     requeue: Option<Duration>,
 }
 
-#[tracing::instrument(skip_all, fields(namespace = %sr.namespace().unwrap_or_default(), name = %sr.name_any()))]
+// `scanrequest`, not `name`: JSON logs already use `name` for the span's own name.
+#[tracing::instrument(skip_all, fields(namespace = %sr.namespace().unwrap_or_default(), scanrequest = %sr.name_any()))]
 pub async fn reconcile(sr: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let (result, label) = pipeline(&sr, &ctx).await;
+    ctx.metrics.reconciled(
+        if result.is_err() { "error" } else { label },
+        started.elapsed(),
+    );
+    result
+}
+
+/// Steps 1–8; the label says how it went, for the reconcile metric.
+async fn pipeline(
+    sr: &ScanRequest,
+    ctx: &Context,
+) -> (Result<Action, ReconcileError>, &'static str) {
     let steps = async {
-        let plan = plan(&sr, &ctx).await?;
+        let plan = plan(sr, ctx).await?;
         let mut outcomes = Vec::with_capacity(plan.targets.len());
         for tuple in &plan.targets {
-            outcomes.push(drive(&sr, &plan, tuple, &ctx).await?);
+            let span = tracing::info_span!("report", report_id = %tuple.report_id(), mime_type = %tuple.mime_type);
+            outcomes.push(drive(sr, &plan, tuple, ctx).instrument(span).await?);
         }
         Ok::<_, ReconcileError>((plan, outcomes))
     };
     match steps.await {
         Ok((plan, outcomes)) => {
-            let (status, action) = settle(&sr, &plan, &outcomes, &ctx);
-            apply_status(&sr, &ctx, status).await?;
-            ctx.succeeded(&sr);
-            Ok(action)
+            let (status, action) = settle(sr, &plan, &outcomes, ctx);
+            let result = apply_status(sr, ctx, status).await.map(|()| action);
+            if result.is_ok() {
+                ctx.succeeded(sr);
+            }
+            (result, "ok")
         }
-        Err(e) => degrade(&sr, &ctx, e).await,
+        Err(e) => {
+            let label = if e.is_permanent() { "stalled" } else { "retry" };
+            match &e {
+                ReconcileError::Database(_) => ctx.metrics.api_error("postgres"),
+                ReconcileError::Kube { .. } => ctx.metrics.api_error("kubernetes"),
+                _ => {}
+            }
+            (degrade(sr, ctx, e).await, label)
+        }
     }
 }
 
 /// Errors that escape `reconcile` are Kubernetes API failures (a status write); back off.
 pub fn error_policy(sr: Arc<ScanRequest>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.api_error("kubernetes");
     let delay = ctx.backoff(&sr);
     tracing::warn!(error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -404,7 +435,11 @@ async fn submit(
         .await;
     match submitted {
         Ok(scan_id) => {
-            tracing::info!(%report_id, mime_type = %tuple.mime_type, "scan submitted");
+            tracing::info!(scan_id, "scan submitted");
+            ctx.metrics
+                .scans_submitted
+                .get_or_create(&Metrics::scanner(&plan.adapter.name))
+                .inc();
             if !ctx
                 .store
                 .record_submission(report_id, holder, &scan_id, leases)
@@ -443,6 +478,10 @@ async fn submit(
         }
         Err(e) => {
             let error = ReconcileError::scanner(&plan.adapter.name, e).to_string();
+            ctx.metrics
+                .scans_failed
+                .get_or_create(&Metrics::scanner(&plan.adapter.name))
+                .inc();
             ctx.store.fail(report_id, holder, &error).await?;
             Ok(outcome(
                 tuple,
@@ -486,8 +525,21 @@ async fn poll(
                 generated_at: report.generated_at,
             };
             let (_, outcome_) = ctx.store.upsert(&new).await?;
-            ctx.store.complete(report_id, scan_id).await?;
-            tracing::info!(%report_id, outcome = outcome_.as_str(), "report stored");
+            ctx.metrics
+                .upserts
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome_.as_str(),
+                })
+                .inc();
+            if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
+                let labels = Metrics::scanner(scanner);
+                ctx.metrics.scans_completed.get_or_create(&labels).inc();
+                ctx.metrics
+                    .scan_latency
+                    .get_or_create(&labels)
+                    .observe(took.as_secs_f64());
+            }
+            tracing::info!(outcome = outcome_.as_str(), "report stored");
             if outcome_ != UpsertOutcome::KeptExisting {
                 ctx.event(
                     sr,
@@ -514,7 +566,7 @@ async fn poll(
             ))
         }
         Ok(Poll::Lost) => {
-            tracing::warn!(%report_id, scan_id, "the scanner lost the scan; submitting again");
+            tracing::warn!(scan_id, "the scanner lost the scan; submitting again");
             ctx.store.requeue_lost(report_id, scan_id, leases).await?;
             Ok(outcome(
                 tuple,
@@ -529,6 +581,10 @@ async fn poll(
         Err(e) if e.is_transient() => Err(ReconcileError::scanner(scanner, e)),
         Err(e) => {
             let error = ReconcileError::scanner(scanner, e).to_string();
+            ctx.metrics
+                .scans_failed
+                .get_or_create(&Metrics::scanner(scanner))
+                .inc();
             ctx.store.fail(report_id, scan_id, &error).await?;
             Ok(outcome(
                 tuple,

@@ -11,6 +11,8 @@ use crate::support::{GuardedChild, TestEnv, spawn_guarded};
 pub struct Operator {
     child: Option<GuardedChild>,
     pub log: PathBuf,
+    /// Where /healthz, /readyz and /metrics are served.
+    pub addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -31,9 +33,12 @@ impl Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).expect("log file");
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_scanreport-operator"));
         cmd.arg("run")
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", &addr.to_string(), "--log-format", "json"])
             .args(["--namespaces", &namespaces.join(",")])
             .args(FAST)
             .args(extra)
@@ -48,8 +53,36 @@ impl Operator {
         Self {
             child: Some(child),
             log,
+            addr,
             _dir: dir,
         }
+    }
+
+    /// `GET path` on the operator's HTTP endpoint: (status, body), or `None` when it does not
+    /// answer (yet).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+        conn.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    }
+
+    /// The value of one metric sample, e.g. `scanreport_leader`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
     }
 
     /// SIGKILL: a crash, with no chance to clean up.
