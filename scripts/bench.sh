@@ -11,9 +11,11 @@ ensure_packages cc:gcc python3:python3
 trap pg_stop EXIT
 trap 'exit 130' INT TERM
 [[ -n ${DATABASE_URL:-} ]] || pg_start
+KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
+export KUBEBUILDER_ASSETS
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert operator)
 for b in "${benches[@]}"; do
   log "cargo bench --bench $b"
   cargo bench --bench "$b"
