@@ -546,6 +546,44 @@ def _notes() -> None:
     assert "team-a, team-b" in notes(VARIANTS["namespaced"])
 
 
+@check("examples/dev-scanner-deployment.yaml: validates strictly, a Service in front of dev-scanner")
+def _dev_scanner_example() -> None:
+    path = ROOT / "examples" / "dev-scanner-deployment.yaml"
+    text = path.read_text()
+    assert "kind: ScanRequest" not in text, "tests apply every example with ScanRequests"
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"], [d["kind"] for d in docs]
+    for version in KUBE_VERSIONS:
+        for doc in docs:
+            validate_strict(doc, version)
+    deployment, service = docs
+    assert service["metadata"]["name"] == "scanreport-dev-scanner"
+    assert "http://scanreport-dev-scanner.scanning:8080" in text
+    pod = deployment["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    assert c["args"] == ["dev-scanner", "--listen", "0.0.0.0:8080"], c["args"]
+    assert c["ports"][0]["containerPort"] == 8080 and service["spec"]["ports"][0]["port"] == 8080
+    labels = pod["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["runAsUser"] == 65532
+
+
+@check("Dockerfile: locked release build, non-root 65532 runtime, the binary as entrypoint")
+def _dockerfile() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert len(froms) == 2 and froms[0].startswith("rust:"), froms
+    assert froms[1] == "gcr.io/distroless/cc-debian12:nonroot", froms
+    assert any("cargo build --release --locked" in line for line in lines)
+    assert "USER 65532:65532" in lines
+    assert 'ENTRYPOINT ["/usr/local/bin/scanreport-operator"]' in lines
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "target/" in ignored and ".git/" in ignored, ignored
+    for needed in ("src", "migrations", "Cargo.toml", "Cargo.lock", "benches", "tests"):
+        assert not any(p.rstrip("/") == needed for p in ignored), f".dockerignore drops {needed}"
+
+
 # --- entry points ----------------------------------------------------------------------------
 
 
