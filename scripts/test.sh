@@ -28,5 +28,6 @@ log "cargo fmt --check"
 cargo fmt --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+scripts/chart-check.sh  # Helm chart: lint, render, strict schema validation (docs/deploy.md)
 log "cargo test"
 cargo test "$@"
