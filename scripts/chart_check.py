@@ -541,7 +541,7 @@ def _notes() -> None:
     text = notes({})
     assert "create secret generic scanreport-operator-database" in text, text
     assert "--from-literal=url=" in text
-    assert "kubectl apply --server-side -f" in text and "crds/" in text
+    assert "kubectl apply --server-side --force-conflicts -f" in text and "crds/" in text
     assert "all namespaces" in text
     assert "team-a, team-b" in notes(VARIANTS["namespaced"])
 
