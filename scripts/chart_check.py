@@ -34,6 +34,8 @@ CRDS = ROOT / "crds"
 RELEASE = "sro"
 RELEASE_NAMESPACE = "scanning"
 FULLNAME = f"{RELEASE}-scanreport-operator"
+# Cluster-scoped objects carry the release namespace too.
+CLUSTER_NAME = f"{RELEASE_NAMESPACE}-{FULLNAME}"
 # The oldest and the newest Kubernetes versions kubernetes-validate has schemas of; the chart's
 # kubeVersion is >=1.25.
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
@@ -285,9 +287,9 @@ def _crds_validate() -> None:
 def _cluster_wide_rbac() -> None:
     docs = render({})
     roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
-    assert set(roles) == {FULLNAME, f"{FULLNAME}-scanners"}, sorted(roles)
-    assert_rules(roles[f"{FULLNAME}-scanners"], SCANNER_RULES)
-    assert_rules(roles[FULLNAME], NAMESPACED_RULES)
+    assert set(roles) == {CLUSTER_NAME, f"{CLUSTER_NAME}-scanners"}, sorted(roles)
+    assert_rules(roles[f"{CLUSTER_NAME}-scanners"], SCANNER_RULES)
+    assert_rules(roles[CLUSTER_NAME], NAMESPACED_RULES)
     namespaced = of_kind(docs, "Role")
     assert [r["metadata"]["name"] for r in namespaced] == [f"{FULLNAME}-leader-election"]
     assert namespaced[0]["metadata"]["namespace"] == RELEASE_NAMESPACE
@@ -299,7 +301,7 @@ def _cluster_wide_rbac() -> None:
 def _namespaced_rbac() -> None:
     docs = render(VARIANTS["namespaced"])
     cluster_roles = of_kind(docs, "ClusterRole")
-    assert [r["metadata"]["name"] for r in cluster_roles] == [f"{FULLNAME}-scanners"]
+    assert [r["metadata"]["name"] for r in cluster_roles] == [f"{CLUSTER_NAME}-scanners"]
     assert_rules(cluster_roles[0], SCANNER_RULES)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(docs, "Role")}
     assert set(roles) == {("team-a", FULLNAME), ("team-b", FULLNAME),
@@ -311,6 +313,16 @@ def _namespaced_rbac() -> None:
     check_bindings(docs)
     args = container(docs)["args"]
     assert "--namespaces=team-a,team-b" in args, args
+
+
+@check("same release name in two namespaces: no cluster-scoped name collides")
+def _two_releases() -> None:
+    def cluster_scoped(namespace: str) -> set[tuple[str, str]]:
+        return {(d["kind"], d["metadata"]["name"])
+                for d in render(VARIANTS["namespaced"], namespace=namespace)
+                if d["kind"] in ("ClusterRole", "ClusterRoleBinding")}
+    a, b = cluster_scoped("team-a-ops"), cluster_scoped("team-b-ops")
+    assert a and b and not a & b, f"{sorted(a & b)}"
 
 
 @check("Scanner auth Secrets: get-only Roles in the listed namespaces that are not watched")

@@ -20,6 +20,14 @@ already contains it. Truncated to 63 characters (a DNS label, as Service names m
 {{- end }}
 {{- end }}
 
+{{/*
+Name of cluster-scoped objects: prefixed with the release namespace, so that releases of the
+same name in different namespaces (e.g. one namespaced install per team) do not collide.
+*/}}
+{{- define "scanreport-operator.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "scanreport-operator.fullname" .) }}
+{{- end }}
+
 {{- define "scanreport-operator.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
