@@ -641,15 +641,11 @@ async fn whole_job_without_a_403(values_for: impl Fn(&[String]) -> Value, prefix
         scanner_status_written(&client, &scanner).await,
         "the Scanner's status is written"
     );
-    let lease_name = docs
-        .iter()
-        .find(|d| kind(d) == "Deployment")
-        .and_then(|_| {
-            deployment_container(&docs)["args"]
-                .as_array()?
-                .iter()
-                .find_map(|a| a.as_str()?.strip_prefix("--lease-name="))
-        })
+    let lease_name = deployment_container(&docs)["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|a| a.as_str()?.strip_prefix("--lease-name="))
         .expect("leader election is on by default")
         .to_owned();
     let lease = Api::<Lease>::namespaced(client.clone(), &release_ns)
