@@ -131,12 +131,6 @@ impl Operator {
             .flatten()
     }
 
-    async fn wait_ready(&self) {
-        while self.get("/readyz").await.is_none() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn reconciles(&self) -> f64 {
         let body = self.get("/metrics").await.unwrap_or_default();
         body.lines()
@@ -266,10 +260,9 @@ async fn main() {
     let api: Api<ScanRequest> = Api::namespaced(client.clone(), &ns);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch = spawn_watch(api.clone(), seen.clone());
-    let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
-    op.wait_ready().await;
-
-    let start = Instant::now();
+    // All requests exist before the operator starts, so that creating them (client work on the
+    // same API server) is not counted as operator time.
+    let creating = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
             let api = api.clone();
@@ -280,7 +273,9 @@ async fn main() {
             }
         })
         .await;
-    let created = start.elapsed();
+    let created = creating.elapsed();
+    let start = Instant::now();
+    let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
     loop {
         let ready = seen.lock().unwrap().ready.values().filter(|r| **r).count();
         if ready == n {
@@ -308,9 +303,8 @@ async fn main() {
     op.stop();
 
     // Restart: every request is reconciled again and none may be written.
-    let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
-    op.wait_ready().await;
     let restarted = Instant::now();
+    let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
     while op.reconciles().await < n as f64 {
         assert!(
             restarted.elapsed() < Duration::from_secs(600),
@@ -328,7 +322,7 @@ async fn main() {
     let ratio = all_ready.as_secs_f64() / floor_time;
     let stats = adapter.stats();
     println!(
-        "created in {:.1}s; all Ready after {:.1}s",
+        "created in {:.1}s (before the operator started); all Ready {:.1}s after the operator started",
         created.as_secs_f64(),
         all_ready.as_secs_f64()
     );
@@ -336,7 +330,7 @@ async fn main() {
     println!("|---|---:|---|");
     println!("| ScanRequests | {n} | |");
     println!(
-        "| time until all Ready | {:.1} s | |",
+        "| operator start to all Ready | {:.1} s | |",
         all_ready.as_secs_f64()
     );
     println!(
@@ -351,7 +345,7 @@ async fn main() {
     println!("| operator peak RSS | {rss:.0} MiB | |");
     println!("| status writes after a restart | {} | 0 |", after - writes);
     println!(
-        "| restarted operator reconciled all in | {:.1} s | |",
+        "| restart to all reconciled again | {:.1} s | |",
         resync.as_secs_f64()
     );
 }

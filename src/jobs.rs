@@ -181,16 +181,36 @@ impl Store {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    /// The stored report's metadata, the job and the database clock of one report id.
+    /// The stored report's metadata, the job and the database clock of one report id, in one
+    /// round trip.
     pub async fn tuple_state(
         &self,
         report_id: Uuid,
     ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
-        let job = self.job(report_id).await?;
-        let meta = self.get_meta(report_id).await?;
-        let now = match &job {
-            Some(j) => j.now,
-            None => self.now().await?,
+        let row = sqlx::query(
+            "SELECT now() AS db_now, r.id, r.digest, r.registration_uuid, r.mime_type, \
+               r.critical_cnt, r.high_cnt, r.medium_cnt, r.low_cnt, r.unknown_cnt, r.none_cnt, \
+               r.fixable_cnt, r.scanner_name, r.scanner_vendor, r.scanner_version, \
+               r.generated_at, r.created_at, r.updated_at, \
+               j.report_id, j.state, j.scan_id, j.holder, j.lease_expires_at, j.next_poll_at, \
+               j.completed_at, j.attempts, j.last_error \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN scan_report r ON r.id = $1 \
+             LEFT JOIN scan_job j ON j.report_id = $1",
+        )
+        .bind(report_id)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::query_err("reading a report and its scan job"))?;
+        let q = StoreError::query_err("decoding a report and its scan job");
+        let now: DateTime<Utc> = row.try_get("db_now").map_err(q)?;
+        let meta = match row.try_get::<Option<Uuid>, _>("id").map_err(q)? {
+            Some(_) => Some(crate::store::meta_from_row(&row)?),
+            None => None,
+        };
+        let job = match row.try_get::<Option<Uuid>, _>("report_id").map_err(q)? {
+            Some(_) => Some(job_from_row(&row)?),
+            None => None,
         };
         Ok((meta, job, now))
     }
@@ -259,7 +279,8 @@ impl Store {
     }
 
     /// Tries to claim a queued (or abandoned) job for submission, honouring the scanner's
-    /// in-flight limit and first-come order among the entries still wanted.
+    /// in-flight limit and first-come order among the entries still wanted. One round trip:
+    /// the decision runs in `scan_job_claim()` (see the migrations) under a per-scanner lock.
     pub async fn claim(
         &self,
         report_id: Uuid,
@@ -268,70 +289,31 @@ impl Store {
         holder: &str,
         leases: &Leases,
     ) -> Result<Claim, StoreError> {
-        let q = StoreError::query_err("claiming a scan slot");
-        let mut tx = self.pool().begin().await.map_err(q)?;
-        // One queue decision per scanner at a time, across replicas; released at commit.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
-            .bind(QUEUE_LOCK_CLASS)
-            .bind(registration_uuid)
-            .execute(&mut *tx)
-            .await
-            .map_err(q)?;
-        let row = sqlx::query(
-            "WITH me AS (SELECT * FROM scan_job WHERE report_id = $1), \
-             active AS (SELECT count(*) AS n FROM scan_job \
-               WHERE registration_uuid = $2 AND state IN ('submitting', 'submitted') \
-                 AND lease_expires_at > now()), \
-             ahead AS (SELECT count(*) AS n FROM scan_job q, me \
-               WHERE q.registration_uuid = $2 AND q.report_id <> me.report_id \
-                 AND q.lease_expires_at > now() AND q.state = 'queued' \
-                 AND (q.enqueued_at, q.report_id) < (me.enqueued_at, me.report_id)) \
-             SELECT (SELECT n FROM active) AS active, (SELECT n FROM ahead) AS ahead, \
-               me.state, (me.state = 'queued' OR (me.state IN ('submitting', 'submitted') \
-                 AND me.lease_expires_at <= now())) AS claimable FROM me",
-        )
-        .bind(report_id)
-        .bind(registration_uuid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q)?;
-        let Some(row) = row else {
-            tx.commit().await.map_err(q)?;
-            return Err(StoreError::Corrupt {
-                id: report_id,
-                reason: "claim of a scan job that was never requested".into(),
-            });
+        let (outcome, ahead): (String, i64) =
+            sqlx::query_as("SELECT outcome, ahead FROM scan_job_claim($1, $2, $3, $4, $5, $6)")
+                .bind(report_id)
+                .bind(registration_uuid)
+                .bind(max_in_flight)
+                .bind(holder)
+                .bind(secs(leases.claim))
+                .bind(QUEUE_LOCK_CLASS)
+                .fetch_one(self.pool())
+                .await
+                .map_err(StoreError::query_err("claiming a scan slot"))?;
+        let vanished = |what: &str| StoreError::Corrupt {
+            id: report_id,
+            reason: format!("scan job {what}"),
         };
-        let (active, ahead, claimable): (i64, i64, bool) = (
-            row.try_get("active").map_err(q)?,
-            row.try_get("ahead").map_err(q)?,
-            row.try_get("claimable").map_err(q)?,
-        );
-        if !claimable {
-            tx.commit().await.map_err(q)?;
-            let job = self.job(report_id).await?.ok_or(StoreError::Corrupt {
-                id: report_id,
-                reason: "scan job vanished while claiming".into(),
-            })?;
-            return Ok(Claim::Taken(job));
+        match outcome.as_str() {
+            "won" => Ok(Claim::Won),
+            "queued" => Ok(Claim::Queued { ahead }),
+            "taken" => Ok(Claim::Taken(
+                self.job(report_id)
+                    .await?
+                    .ok_or_else(|| vanished("vanished while claiming"))?,
+            )),
+            _ => Err(vanished("claimed before it was requested")),
         }
-        if active + ahead >= max_in_flight {
-            tx.commit().await.map_err(q)?;
-            return Ok(Claim::Queued { ahead });
-        }
-        sqlx::query(
-            "UPDATE scan_job SET state = 'submitting', holder = $2, scan_id = NULL, \
-               lease_expires_at = now() + make_interval(secs => $3), attempts = attempts + 1, \
-               updated_at = now() WHERE report_id = $1",
-        )
-        .bind(report_id)
-        .bind(holder)
-        .bind(secs(leases.claim))
-        .execute(&mut *tx)
-        .await
-        .map_err(q)?;
-        tx.commit().await.map_err(q)?;
-        Ok(Claim::Won)
     }
 
     /// Records the adapter's scan id for a claim the caller still holds. `false` when the claim

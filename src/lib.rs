@@ -48,7 +48,7 @@ pub enum Error {
     )]
     Kube(#[source] kube::Error),
     #[error(
-        "leader election failed: {0}; check that the operator may get, create and update Leases in its namespace"
+        "leader election failed: {0}; check that the operator may get, create and patch Leases in its namespace"
     )]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
     #[error(

@@ -179,7 +179,7 @@ ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     generated_at = EXCLUDED.generated_at,
     updated_at = now()
 WHERE r.generated_at < EXCLUDED.generated_at
-RETURNING (xmax = 0) AS inserted
+RETURNING (xmax = 0) AS inserted, created_at, updated_at
 "#;
 
 /// `SELECT <metadata columns> <tail>`, as a `&'static str` the query API takes.
@@ -233,6 +233,27 @@ impl Store {
 
     /// Inserts or updates the report of its tuple; see [`UPSERT_SQL`] for the guarantees.
     pub async fn upsert(&self, report: &NewReport) -> Result<(Uuid, UpsertOutcome), StoreError> {
+        let (outcome, _) = self.write(report).await?;
+        Ok((report.id(), outcome))
+    }
+
+    /// [`Store::upsert`], then the metadata of the row that is stored now: the written one, or
+    /// the newer one that was kept (read back only in that case).
+    pub async fn upsert_and_read(
+        &self,
+        report: &NewReport,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        match self.write(report).await? {
+            (outcome, Some(meta)) => Ok((outcome, Some(meta))),
+            (outcome, None) => Ok((outcome, self.get_meta(report.id()).await?)),
+        }
+    }
+
+    /// The upsert; the metadata of the row when this call wrote it.
+    async fn write(
+        &self,
+        report: &NewReport,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
         let id = report.id();
         let s = &report.summary;
         // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
@@ -258,14 +279,32 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::query_err("upserting a report"))?;
-        let outcome = match row {
-            None => UpsertOutcome::KeptExisting,
-            Some(row) if row.try_get::<bool, _>("inserted").unwrap_or(false) => {
-                UpsertOutcome::Inserted
-            }
-            Some(_) => UpsertOutcome::Updated,
+        let Some(row) = row else {
+            return Ok((UpsertOutcome::KeptExisting, None));
         };
-        Ok((id, outcome))
+        let corrupt = |e: sqlx::Error| StoreError::Corrupt {
+            id,
+            reason: e.to_string(),
+        };
+        let outcome = if row.try_get::<bool, _>("inserted").map_err(corrupt)? {
+            UpsertOutcome::Inserted
+        } else {
+            UpsertOutcome::Updated
+        };
+        let meta = ReportMeta {
+            id,
+            digest: report.digest.to_string(),
+            registration_uuid: report.registration_uuid,
+            mime_type: report.mime_type.to_string(),
+            summary: report.summary,
+            scanner_name: report.scanner_name.clone(),
+            scanner_vendor: report.scanner_vendor.clone(),
+            scanner_version: report.scanner_version.clone(),
+            generated_at,
+            created_at: row.try_get("created_at").map_err(corrupt)?,
+            updated_at: row.try_get("updated_at").map_err(corrupt)?,
+        };
+        Ok((outcome, Some(meta)))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
@@ -320,7 +359,7 @@ impl Store {
     }
 }
 
-fn meta_from_row(row: &sqlx::postgres::PgRow) -> Result<ReportMeta, StoreError> {
+pub(crate) fn meta_from_row(row: &sqlx::postgres::PgRow) -> Result<ReportMeta, StoreError> {
     let id: Uuid = row
         .try_get("id")
         .map_err(StoreError::query_err("decoding a report id"))?;

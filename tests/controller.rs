@@ -251,20 +251,29 @@ async fn happy_path_with_three_report_types() {
         Some(registration.to_string())
     );
 
-    // Events tell the story.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(f.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let reasons: BTreeSet<_> = events
-        .items
-        .iter()
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    assert!(
-        reasons.contains("ScanSubmitted") && reasons.contains("ReportStored"),
-        "{reasons:?}"
-    );
+    // Events tell the story (published in the background), one per report and reason.
+    let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(f.client.clone(), &ns);
+    eventually(
+        "ScanSubmitted and ReportStored Events for each report",
+        WAIT,
+        || {
+            let events_api = events_api.clone();
+            async move {
+                let events = events_api.list(&ListParams::default()).await.ok()?;
+                let seen: BTreeSet<(String, String)> = events
+                    .items
+                    .iter()
+                    .filter_map(|e| Some((e.reason.clone()?, e.action.clone()?)))
+                    .collect();
+                let stored = [VULN, HARBOR, SBOM].iter().all(|m| {
+                    seen.contains(&("ReportStored".to_owned(), format!("Scan {}", canonical(m))))
+                });
+                let submitted = seen.iter().any(|(reason, _)| reason == "ScanSubmitted");
+                (stored && submitted).then_some(())
+            }
+        },
+    )
+    .await;
 
     // `kubectl get sr` fills the printer columns.
     let out = f

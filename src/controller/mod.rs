@@ -24,7 +24,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use tracing::Instrument;
@@ -134,17 +134,37 @@ impl Context {
         failures.remove(&ObjectRef::from(sr));
     }
 
-    async fn event(&self, sr: &ScanRequest, type_: EventType, reason: &str, note: String) {
+    /// Publishes an Event in the background, as client-go's recorder does: a slow or failing
+    /// Events API never holds up a reconcile.
+    ///
+    /// The Recorder merges Events of one object by reason and action into a series, keeping
+    /// the first note; `action` therefore names what the Event is about (e.g. the report MIME
+    /// type), so that the Events of two reports of one request stay apart.
+    async fn event(
+        &self,
+        sr: &ScanRequest,
+        type_: EventType,
+        reason: &str,
+        about: &str,
+        note: String,
+    ) {
+        let mut action = format!("Scan {about}");
+        action.truncate(128);
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
-            action: "Scan".into(),
+            action,
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &sr.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "cannot publish event");
-        }
+        let (recorder, reference) = (self.recorder.clone(), sr.object_ref(&()));
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                metrics.api_error("kubernetes");
+                tracing::warn!(error = %e, reason = %event.reason, "cannot publish event");
+            }
+        });
     }
 }
 
@@ -377,7 +397,7 @@ async fn drive(
                 );
             }
             // 6. Poll.
-            poll(sr, plan, tuple, scan_id, meta.clone(), ctx, &leases).await
+            poll(sr, plan, tuple, scan_id, meta.clone(), ctx, &leases, false).await
         }
         JobState::Submitting { .. } if !job.lease_expired() => {
             let left = job.lease_expires_at.map_or(Duration::ZERO, |t| {
@@ -459,18 +479,23 @@ async fn submit(
                     Some(Duration::from_secs(1)),
                 ));
             }
-            ctx.event(
-                sr,
-                EventType::Normal,
-                "ScanSubmitted",
-                format!(
-                    "Submitted a scan of {} for {} to scanner {:?}",
-                    tuple.digest, tuple.mime_type, plan.adapter.name
-                ),
-            )
-            .await;
-            // An adapter may answer at once; poll now rather than after a requeue.
-            poll(sr, plan, tuple, &scan_id, meta, ctx, leases).await
+            // An adapter may answer at once; poll now rather than after a requeue. A report
+            // stored right away gets one Event that tells both.
+            let polled = poll(sr, plan, tuple, &scan_id, meta, ctx, leases, true).await;
+            if !matches!(&polled, Ok(o) if o.phase == ReportPhase::Ready) {
+                ctx.event(
+                    sr,
+                    EventType::Normal,
+                    "ScanSubmitted",
+                    tuple.mime_type.as_str(),
+                    format!(
+                        "Submitted a scan of {} for {} to scanner {:?}",
+                        tuple.digest, tuple.mime_type, plan.adapter.name
+                    ),
+                )
+                .await;
+            }
+            polled
         }
         Err(e) if e.is_transient() => {
             ctx.store.release_claim(report_id, holder, leases).await?;
@@ -495,6 +520,7 @@ async fn submit(
 }
 
 /// Steps 6–7: fetch the report; store it when it is there.
+#[allow(clippy::too_many_arguments)]
 async fn poll(
     sr: &ScanRequest,
     plan: &Plan,
@@ -503,6 +529,7 @@ async fn poll(
     meta: Option<ReportMeta>,
     ctx: &Context,
     leases: &Leases,
+    submitted_now: bool,
 ) -> Result<Outcome, ReconcileError> {
     let report_id = tuple.report_id();
     let pending = if meta.is_some() {
@@ -524,7 +551,7 @@ async fn poll(
                 scanner_version: report.scanner.version,
                 generated_at: report.generated_at,
             };
-            let (_, outcome_) = ctx.store.upsert(&new).await?;
+            let (outcome_, meta) = ctx.store.upsert_and_read(&new).await?;
             ctx.metrics
                 .upserts
                 .get_or_create(&OutcomeLabels {
@@ -545,14 +572,20 @@ async fn poll(
                     sr,
                     EventType::Normal,
                     "ReportStored",
+                    tuple.mime_type.as_str(),
                     format!(
-                        "Stored report {report_id} ({}) of {}",
-                        tuple.mime_type, tuple.digest
+                        "{} report {report_id} ({}) of {}",
+                        if submitted_now {
+                            "Scanned and stored"
+                        } else {
+                            "Stored"
+                        },
+                        tuple.mime_type,
+                        tuple.digest
                     ),
                 )
                 .await;
             }
-            let meta = ctx.store.get_meta(report_id).await?;
             Ok(outcome(tuple, ReportPhase::Ready, meta, None, None))
         }
         Ok(Poll::NotReady(after)) => {
@@ -707,8 +740,14 @@ async fn degrade(
             .iter()
             .any(|c| c.type_ == crate::api::CONDITION_STALLED && c.message == error.to_string());
         if newly {
-            ctx.event(sr, EventType::Warning, error.reason(), error.to_string())
-                .await;
+            ctx.event(
+                sr,
+                EventType::Warning,
+                error.reason(),
+                "request",
+                error.to_string(),
+            )
+            .await;
         }
         // A changed ScanRequest or Scanner triggers a reconcile; Secrets are not watched, so
         // look again after a while, never in a hot loop.
@@ -919,6 +958,16 @@ pub async fn run(
         }
     });
     ctx.adapters.add_scanner_store(scanner_reader.clone());
+    // Reconciles look Scanners up in this cache: an empty one would stall every request with
+    // "Scanner does not exist" at start-up.
+    tokio::select! {
+        ready = scanner_reader.wait_until_ready() => {
+            if ready.is_err() {
+                return;
+            }
+        }
+        () = shutdown.cancelled() => return,
+    }
     let mut controllers = Vec::new();
     let mut stores = Caches {
         scanners: vec![scanner_reader],
@@ -929,10 +978,18 @@ pub async fn run(
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
             None => Api::all(ctx.client.clone()),
         };
-        let controller = Controller::new(requests, watcher::Config::default()).with_config(
+        // Only spec changes (a new generation) trigger a reconcile from the watch: the
+        // operator's own status writes would otherwise each cause one more, to no effect.
+        // Requeues, Scanner changes and restarts still reconcile everything they must.
+        let (sr_store, writer) = reflector::store();
+        let changes = watcher(requests, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let controller = Controller::for_stream(changes, sr_store.clone()).with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
         );
-        let sr_store = controller.store();
         stores.requests.push(sr_store.clone());
         let controller = controller
             .watches(
