@@ -11,12 +11,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use operator::{Operator, WAIT};
+use operator::{Operator, WAIT, create_scanner, digest, request};
 use rand::{Rng, SeedableRng};
-use scanreport_operator::api::{
-    ArtifactSpec, LocalSecretReference, RegistrySpec, ReportPhase, ScanRequest, ScanRequestSpec,
-    Scanner, ScannerSpec,
-};
+use scanreport_operator::api::{LocalSecretReference, ReportPhase, ScanRequest, Scanner};
 use scanreport_operator::devscanner::{
     DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
     expected_summary,
@@ -58,56 +55,6 @@ async fn fixture(prefix: &str, adapter: DevScannerConfig) -> Fixture {
         adapter,
         scanner,
     }
-}
-
-async fn create_scanner(client: &Client, name: &str, url: &str) {
-    let scanner = Scanner::new(
-        name,
-        ScannerSpec {
-            url: url.to_owned(),
-            registration_uuid: None,
-            auth: None,
-            ca_bundle: None,
-            max_in_flight: Some(8),
-            request_timeout: "2s".into(),
-        },
-    );
-    Api::<Scanner>::all(client.clone())
-        .create(&PostParams::default(), &scanner)
-        .await
-        .unwrap();
-}
-
-fn digest() -> String {
-    format!(
-        "sha256:{:016x}{:016x}{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
-fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanRequest {
-    ScanRequest::new(
-        name,
-        ScanRequestSpec {
-            scanner: scanner.to_owned(),
-            registry: RegistrySpec {
-                url: "https://registry.example.test".into(),
-                credentials_secret_ref: None,
-            },
-            artifact: ArtifactSpec {
-                repository: "library/nginx".into(),
-                digest: digest.to_owned(),
-                tag: Some("1.27".into()),
-                mime_type: Default::default(),
-            },
-            report_mime_types: mimes.iter().map(|m| (*m).to_owned()).collect(),
-            rescan_after: None,
-            rescan_token: None,
-        },
-    )
 }
 
 async fn create(client: &Client, ns: &str, sr: &ScanRequest) {

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, PostParams};
-use operator::{Operator, WAIT};
-use scanreport_operator::api::{
-    ArtifactSpec, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner, ScannerSpec,
-};
+use operator::{Operator, WAIT, create_scanner, digest};
+use scanreport_operator::api::ScanRequest;
 use scanreport_operator::devscanner::{DevScanner, DevScannerConfig};
 use support::{eventually, fresh_namespace};
 
@@ -21,46 +19,12 @@ const LEASE_SECONDS: u64 = 4;
 
 async fn scanner(client: &Client, url: &str) -> String {
     let name = format!("ops-{:x}", rand::random::<u32>());
-    let spec = ScannerSpec {
-        url: url.to_owned(),
-        registration_uuid: None,
-        auth: None,
-        ca_bundle: None,
-        max_in_flight: None,
-        request_timeout: "2s".into(),
-    };
-    Api::<Scanner>::all(client.clone())
-        .create(&PostParams::default(), &Scanner::new(&name, spec))
-        .await
-        .unwrap();
+    create_scanner(client, &name, url).await;
     name
 }
 
 async fn request(client: &Client, ns: &str, name: &str, scanner: &str) {
-    let digest = format!(
-        "sha256:{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    );
-    let sr = ScanRequest::new(
-        name,
-        ScanRequestSpec {
-            scanner: scanner.to_owned(),
-            registry: RegistrySpec {
-                url: "https://registry.example.test".into(),
-                credentials_secret_ref: None,
-            },
-            artifact: ArtifactSpec {
-                repository: "app".into(),
-                digest,
-                tag: None,
-                mime_type: Default::default(),
-            },
-            report_mime_types: vec![VULN.into()],
-            rescan_after: None,
-            rescan_token: None,
-        },
-    );
+    let sr = operator::request(name, scanner, &digest(), &[VULN]);
     Api::<ScanRequest>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &sr)
         .await

@@ -501,21 +501,7 @@ async fn submit(
             ctx.store.release_claim(report_id, holder, leases).await?;
             Err(ReconcileError::scanner(&plan.adapter.name, e))
         }
-        Err(e) => {
-            let error = ReconcileError::scanner(&plan.adapter.name, e).to_string();
-            ctx.metrics
-                .scans_failed
-                .get_or_create(&Metrics::scanner(&plan.adapter.name))
-                .inc();
-            ctx.store.fail(report_id, holder, &error).await?;
-            Ok(outcome(
-                tuple,
-                ReportPhase::Failed,
-                meta,
-                Some(error),
-                Some(ctx.config.stall_recheck),
-            ))
-        }
+        Err(e) => reject(ctx, &plan.adapter.name, tuple, meta, holder, e).await,
     }
 }
 
@@ -612,22 +598,35 @@ async fn poll(
             ))
         }
         Err(e) if e.is_transient() => Err(ReconcileError::scanner(scanner, e)),
-        Err(e) => {
-            let error = ReconcileError::scanner(scanner, e).to_string();
-            ctx.metrics
-                .scans_failed
-                .get_or_create(&Metrics::scanner(scanner))
-                .inc();
-            ctx.store.fail(report_id, scan_id, &error).await?;
-            Ok(outcome(
-                tuple,
-                ReportPhase::Failed,
-                meta,
-                Some(error),
-                Some(ctx.config.stall_recheck),
-            ))
-        }
+        Err(e) => reject(ctx, scanner, tuple, meta, scan_id, e).await,
     }
+}
+
+/// The adapter rejected the scan for good: the job fails for every requester of the report,
+/// and the report shows why.
+async fn reject(
+    ctx: &Context,
+    scanner: &str,
+    tuple: &Tuple,
+    meta: Option<ReportMeta>,
+    holder_or_scan: &str,
+    e: crate::scanner::ScannerError,
+) -> Result<Outcome, ReconcileError> {
+    let error = ReconcileError::scanner(scanner, e).to_string();
+    ctx.metrics
+        .scans_failed
+        .get_or_create(&Metrics::scanner(scanner))
+        .inc();
+    ctx.store
+        .fail(tuple.report_id(), holder_or_scan, &error)
+        .await?;
+    Ok(outcome(
+        tuple,
+        ReportPhase::Failed,
+        meta,
+        Some(error),
+        Some(ctx.config.stall_recheck),
+    ))
 }
 
 /// Step 8, part 1: the status and the next action from the outcomes.

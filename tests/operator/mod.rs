@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use kube::Client;
+use kube::api::{Api, PostParams};
+use scanreport_operator::api::{
+    ArtifactSpec, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner, ScannerSpec,
+};
+
 use crate::support::{GuardedChild, TestEnv, spawn_guarded};
 
 pub struct Operator {
@@ -134,3 +140,56 @@ impl Drop for Operator {
 }
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A Scanner for the adapter at `url`, with short time-outs for tests.
+pub async fn create_scanner(client: &Client, name: &str, url: &str) {
+    let scanner = Scanner::new(
+        name,
+        ScannerSpec {
+            url: url.to_owned(),
+            registration_uuid: None,
+            auth: None,
+            ca_bundle: None,
+            max_in_flight: Some(8),
+            request_timeout: "2s".into(),
+        },
+    );
+    Api::<Scanner>::all(client.clone())
+        .create(&PostParams::default(), &scanner)
+        .await
+        .unwrap();
+}
+
+/// A random `sha256:` digest.
+pub fn digest() -> String {
+    format!(
+        "sha256:{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// A ScanRequest for `digest` behind a registry without credentials.
+pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanRequest {
+    ScanRequest::new(
+        name,
+        ScanRequestSpec {
+            scanner: scanner.to_owned(),
+            registry: RegistrySpec {
+                url: "https://registry.example.test".into(),
+                credentials_secret_ref: None,
+            },
+            artifact: ArtifactSpec {
+                repository: "library/nginx".into(),
+                digest: digest.to_owned(),
+                tag: Some("1.27".into()),
+                mime_type: Default::default(),
+            },
+            report_mime_types: mimes.iter().map(|m| (*m).to_owned()).collect(),
+            rescan_after: None,
+            rescan_token: None,
+        },
+    )
+}
