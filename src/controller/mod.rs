@@ -917,9 +917,13 @@ async fn rescan_demand(sr: &ScanRequest, ctx: &Context) -> Result<Rescan, Reconc
     if first_sight {
         return Ok(Rescan::Settled);
     }
+    // The status keeps whole seconds; rounding up means a scan that completed just before the
+    // token changed can never count as the forced one.
+    let now = ctx.store.now().await?;
+    let whole = now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0);
     Ok(Rescan::Wanted {
         token,
-        requested_at: ctx.store.now().await?,
+        requested_at: DateTime::from_timestamp(whole, 0).unwrap_or(now),
     })
 }
 
