@@ -16,7 +16,7 @@ mod operator;
 mod pgtest;
 mod support;
 
-use operator::{create_scanner, digest};
+use operator::{FAST, create_scanner, digest};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -50,15 +50,6 @@ const SYMPTOM_WAIT: Duration = Duration::from_secs(20);
 /// How long a symptom that is an absence (no status, not ready) must last to count. A complete
 /// set of rules gets a ScanRequest Ready in about two seconds.
 const ABSENCE_HOLD: Duration = Duration::from_secs(6);
-/// Flags that keep test runs quick (as in tests/operator/mod.rs).
-const FAST: &[&str] = &[
-    "--queue-poll",
-    "200ms",
-    "--stall-recheck",
-    "20s",
-    "--metadata-ttl",
-    "30s",
-];
 
 /// An operator watching all namespaces reconciles the other tests' ScanRequests too: it runs
 /// alone, the others side by side.

@@ -24,9 +24,8 @@ use crate::api::{
 use crate::identity::{self, MimeType};
 use crate::scanner::wire::mime;
 use crate::scanner::{
-    AdapterClient, AdapterMetadata, CapabilityKind, ClientOptions, MetadataCache,
-    RegistryAuthorization, ReportPoll, ScanHandle, ScanSubmission, ScannerError,
-    adapter_credentials_from_secret,
+    AdapterClient, AdapterMetadata, ClientOptions, MetadataCache, RegistryAuthorization,
+    ReportPoll, ScanHandle, ScanSubmission, ScannerError, adapter_credentials_from_secret,
 };
 
 /// Whether reports of this MIME type carry severity counts (the raw report's format is the
@@ -124,7 +123,7 @@ impl Adapter {
 
     /// `GET /api/v1/scan/{id}/report` for one report MIME type.
     pub async fn poll(&self, scan_id: &str, mime_type: &MimeType) -> Result<Poll, ScannerError> {
-        let handle = self.handle(scan_id, mime_type)?;
+        let handle = ScanHandle::resume(&self.metadata, scan_id, mime_type)?;
         Ok(match self.client.fetch_report(&handle).await? {
             ReportPoll::NotReady { retry_after } => Poll::NotReady(retry_after),
             ReportPoll::ScanNotFound => Poll::Lost,
@@ -146,34 +145,6 @@ impl Adapter {
                         .unwrap_or_else(|| self.metadata.scanner.clone()),
                 })
             }
-        })
-    }
-
-    /// What polling a scan needs, rebuilt from the metadata as `submit_scan` built it.
-    fn handle(&self, scan_id: &str, mime_type: &MimeType) -> Result<ScanHandle, ScannerError> {
-        let not_offered = || ScannerError::ReportMimeTypeNotOffered {
-            mime_type: mime_type.to_string(),
-            offered: self
-                .metadata
-                .offered_report_mime_types()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let capability = self
-            .metadata
-            .capability_for(mime_type)
-            .ok_or_else(not_offered)?;
-        let accept = capability
-            .produced_spelling(mime_type)
-            .ok_or_else(not_offered)?;
-        Ok(ScanHandle {
-            id: scan_id.to_owned(),
-            report_mime_type: mime_type.clone(),
-            accept: accept.to_owned(),
-            sbom_media_type: (capability.kind == CapabilityKind::Sbom)
-                .then(|| capability.preferred_sbom_media_type().to_owned()),
         })
     }
 }
@@ -378,13 +349,6 @@ impl Adapters {
         {
             ready.reason = "AdapterReachable".into();
             ready.message = "The adapter answered its metadata request".into();
-            if let Some(old) = previous
-                .conditions
-                .iter()
-                .find(|c| c.type_ == ready.type_ && c.status == ready.status)
-            {
-                ready.last_transition_time = old.last_transition_time.clone();
-            }
         }
         let desired = ScannerStatus {
             observed_generation: generation,

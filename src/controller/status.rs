@@ -9,8 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
-    CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportPhase, ReportStatus,
-    SeveritySummary,
+    CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportStatus, SeveritySummary,
 };
 
 /// `Time` from a chrono timestamp, at whole seconds as Kubernetes prints times.
@@ -114,9 +113,8 @@ pub fn headline_summary(reports: &[ReportStatus]) -> Option<SeveritySummary> {
 
 /// Whether every report has a stored version (Ready, or being rescanned with the old one kept).
 pub fn all_usable(reports: &[ReportStatus]) -> bool {
-    reports.iter().all(|r| {
-        matches!(r.phase, ReportPhase::Ready | ReportPhase::Rescanning) || r.generated_at.is_some()
-    })
+    // Every entry with a stored report carries its `generatedAt`.
+    reports.iter().all(|r| r.generated_at.is_some())
 }
 
 #[cfg(test)]

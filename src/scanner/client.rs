@@ -683,14 +683,7 @@ pub(crate) fn build_scan_request(
     scan: &ScanSubmission,
 ) -> Result<(wire::ScanRequest, ScanHandle), ScannerError> {
     let report = &scan.report_mime_type;
-    let not_offered = || ScannerError::ReportMimeTypeNotOffered {
-        mime_type: report.to_string(),
-        offered: list_or_none(metadata.offered_report_mime_types().iter()),
-    };
-    let capability = metadata.capability_for(report).ok_or_else(not_offered)?;
-    let spelling = capability
-        .produced_spelling(report)
-        .ok_or_else(not_offered)?;
+    let (capability, handle) = ScanHandle::target(metadata, String::new(), report)?;
     if !capability.consumes(&scan.artifact_mime_type) {
         return Err(ScannerError::ArtifactMimeTypeNotConsumed {
             mime_type: scan.artifact_mime_type.clone(),
@@ -698,17 +691,18 @@ pub(crate) fn build_scan_request(
             consumed: list_or_none(capability.consumes_mime_types.iter()),
         });
     }
-    let sbom_media_type = (capability.kind == CapabilityKind::Sbom)
-        .then(|| capability.preferred_sbom_media_type().to_owned());
     // Older adapters know no `enabled_capabilities` and may reject unknown fields; v1.2 adapters
     // get exactly the one report this scan is for.
     let enabled_capabilities = (metadata.api_level == ApiLevel::V1_2).then(|| {
         vec![wire::EnabledCapability {
             capability_type: capability.kind.as_str().to_owned(),
-            produces_mime_types: Some(vec![spelling.to_owned()]),
-            parameters: sbom_media_type.as_ref().map(|m| wire::SbomParameters {
-                sbom_media_types: vec![m.clone()],
-            }),
+            produces_mime_types: Some(vec![handle.accept.clone()]),
+            parameters: handle
+                .sbom_media_type
+                .as_ref()
+                .map(|m| wire::SbomParameters {
+                    sbom_media_types: vec![m.clone()],
+                }),
         }]
     });
     let request = wire::ScanRequest {
@@ -727,13 +721,49 @@ pub(crate) fn build_scan_request(
         },
         enabled_capabilities,
     };
-    let handle = ScanHandle {
-        id: String::new(),
-        report_mime_type: report.clone(),
-        accept: spelling.to_owned(),
-        sbom_media_type,
-    };
     Ok((request, handle))
+}
+
+impl ScanHandle {
+    /// The handle to poll scan `id` for `report`, exactly as [`AdapterClient::submit_scan`]
+    /// returned it: for polling a scan whose id was stored elsewhere (another replica, a
+    /// restart).
+    pub fn resume(
+        metadata: &AdapterMetadata,
+        id: impl Into<String>,
+        report: &MimeType,
+    ) -> Result<Self, ScannerError> {
+        Self::target(metadata, id.into(), report).map(|(_, handle)| handle)
+    }
+
+    /// The capability that produces `report`, and the handle asking for it as the adapter
+    /// spells it (plus the SBOM format, for SBOM reports).
+    fn target<'m>(
+        metadata: &'m AdapterMetadata,
+        id: String,
+        report: &MimeType,
+    ) -> Result<(&'m Capability, Self), ScannerError> {
+        let not_offered = || ScannerError::ReportMimeTypeNotOffered {
+            mime_type: report.to_string(),
+            offered: list_or_none(metadata.offered_report_mime_types().iter()),
+        };
+        let capability = metadata.capability_for(report).ok_or_else(not_offered)?;
+        let accept = capability
+            .produced_spelling(report)
+            .ok_or_else(not_offered)?
+            .to_owned();
+        let sbom_media_type = (capability.kind == CapabilityKind::Sbom)
+            .then(|| capability.preferred_sbom_media_type().to_owned());
+        Ok((
+            capability,
+            Self {
+                id,
+                report_mime_type: report.clone(),
+                accept,
+                sbom_media_type,
+            },
+        ))
+    }
 }
 
 /// Parses `Refresh-After` (whole seconds) in full, clamped to
