@@ -7,7 +7,7 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# Everything Cargo.toml names (src/, migrations/ embedded by sqlx, benches/, tests/) must be
+# Everything Cargo.toml names (src/, crates/, migrations/ embedded by sqlx, benches/, tests/) must be
 # present for the manifest to load; .dockerignore keeps target/ and the rest out.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use devscanner::{DevScanner, DevScannerConfig};
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -22,7 +23,6 @@ use kube::{Client, ResourceExt};
 use scanreport_operator::api::{
     ArtifactSpec, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner, ScannerSpec,
 };
-use scanreport_operator::devscanner::{DevScanner, DevScannerConfig};
 use sqlx::ConnectOptions;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";

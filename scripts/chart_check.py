@@ -573,7 +573,8 @@ def _dev_scanner_example() -> None:
     assert "http://scanreport-dev-scanner.scanning:8080" in text
     pod = deployment["spec"]["template"]
     c = pod["spec"]["containers"][0]
-    assert c["args"] == ["dev-scanner", "--listen", "0.0.0.0:8080"], c["args"]
+    assert c["args"] == ["--listen", "0.0.0.0:8080"], c["args"]
+    assert c["image"].startswith("scanreport-dev-scanner:"), c["image"]
     assert c["ports"][0]["containerPort"] == 8080 and service["spec"]["ports"][0]["port"] == 8080
     labels = pod["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
@@ -592,7 +593,7 @@ def _dockerfile() -> None:
     assert 'ENTRYPOINT ["/usr/local/bin/scanreport-operator"]' in lines
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignored and ".git/" in ignored, ignored
-    for needed in ("src", "migrations", "Cargo.toml", "Cargo.lock", "benches", "tests"):
+    for needed in ("src", "crates", "migrations", "Cargo.toml", "Cargo.lock", "benches", "tests"):
         assert not any(p.rstrip("/") == needed for p in ignored), f".dockerignore drops {needed}"
 
 

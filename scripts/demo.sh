@@ -36,7 +36,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "building (the first build takes a few minutes)"
-cargo build --quiet --bin scanreport-operator --example control-plane
+cargo build --quiet --bin scanreport-operator --bin dev-scanner --example control-plane
 bin=target/debug/scanreport-operator
 
 log "local control plane: kube-apiserver + etcd (built once and cached; see docs/envtest.md)"
@@ -57,7 +57,7 @@ export KUBECONFIG=$work/kubeconfig
 
 adapter_port=$(free_port)
 log "development scanner adapter on 127.0.0.1:$adapter_port"
-"$bin" dev-scanner --listen "127.0.0.1:$adapter_port" 2>"$work/dev-scanner.log" &
+target/debug/dev-scanner --listen "127.0.0.1:$adapter_port" 2>"$work/dev-scanner.log" &
 pids+=($!)
 
 health_port=$(free_port)

@@ -14,7 +14,6 @@
 
 pub mod api;
 pub mod controller;
-pub mod devscanner;
 pub mod http;
 pub mod identity;
 pub mod jobs;
@@ -31,8 +30,6 @@ pub enum Error {
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("development scanner adapter: {0}")]
-    DevScanner(#[from] devscanner::DevScannerError),
     #[error("cannot serialise the CRDs to YAML: {0}")]
     CrdYaml(#[from] serde_yaml::Error),
     #[error("DATABASE_URL is not set: pass --database-url or set the environment variable")]

@@ -51,8 +51,6 @@ enum Command {
         #[arg(long, default_value = api::DEFAULT_REPORT_MIME_TYPE)]
         mime_type: String,
     },
-    /// Serve the development scanner adapter (for demos and tests; the operator never uses it).
-    DevScanner(Box<scanreport_operator::devscanner::DevScannerArgs>),
 }
 
 #[tokio::main]
@@ -75,7 +73,6 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => scanreport_operator::run::run(args.into_options()?).await,
-        Command::DevScanner(args) => Ok(scanreport_operator::devscanner::run_cli(*args).await?),
         Command::Crds { dir } => {
             let docs = api::crds_yaml()?;
             if let Some(dir) = dir {

@@ -8,16 +8,16 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use devscanner::{
+    DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
+    expected_summary,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use operator::{Operator, WAIT, create_scanner, digest, request};
 use rand::{Rng, SeedableRng};
 use scanreport_operator::api::{LocalSecretReference, ReportPhase, ScanRequest, Scanner};
-use scanreport_operator::devscanner::{
-    DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
-    expected_summary,
-};
 use scanreport_operator::identity::{self, Digest, MimeType};
 use scanreport_operator::store::{PoolConfig, Store};
 use serde_json::json;

@@ -7,11 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use devscanner::{DevScanner, DevScannerConfig};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use operator::{Operator, WAIT, create_scanner, digest};
 use scanreport_operator::api::ScanRequest;
-use scanreport_operator::devscanner::{DevScanner, DevScannerConfig};
 use support::{eventually, fresh_namespace};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use devscanner::{DevScanner, DevScannerConfig, DevScannerHandle};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -36,7 +37,6 @@ use kube::config::Kubeconfig;
 use scanreport_operator::api::{
     ArtifactSpec, LocalSecretReference, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner,
 };
-use scanreport_operator::devscanner::{DevScanner, DevScannerConfig, DevScannerHandle};
 use serde_json::{Value, json};
 use support::{GuardedChild, TestEnv, eventually, fresh_namespace, spawn_guarded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -19,11 +19,11 @@ use base64::Engine;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
-use scanreport_operator::api::{ScannerAuth, ScannerAuthType};
-use scanreport_operator::devscanner::{
+use devscanner::{
     self, DevAuth, DevScanner, DevScannerConfig, DevScannerHandle, DevSpec, DevTls, Endpoint,
     FaultKind, FaultRule,
 };
+use scanreport_operator::api::{ScannerAuth, ScannerAuthType};
 use scanreport_operator::identity::{Digest, MimeType};
 use scanreport_operator::scanner::wire::mime;
 use scanreport_operator::scanner::{
