@@ -1,16 +1,184 @@
-//! Building ScanRequest status: kstatus conditions and per-report entries.
+//! Step 8: the ScanRequest status (kstatus conditions and per-report entries) from the
+//! outcomes ([`settle`]) or from a failure ([`degrade`]), applied only when it changed
+//! ([`apply`]).
 //!
 //! The controller writes status only when it changed, so everything here is deterministic:
 //! a condition keeps its `lastTransitionTime` while its status stays the same, and no field
 //! carries a clock reading that moves on every reconcile.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use uuid::Uuid;
 
+use super::adapters;
+use super::context::{Context, MANAGER};
+use super::decide::{self, Next, Outcome, Rescan};
+use super::error::ReconcileError;
 use crate::api::{
-    CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportStatus, SeveritySummary,
+    CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportPhase, ReportStatus,
+    ScanRequest, ScanRequestStatus, ScannerInfo, SeveritySummary,
 };
+
+/// Step 8, part 1: the status and when to look again, from the outcomes of all reports.
+pub fn settle(
+    sr: &ScanRequest,
+    registration: Uuid,
+    rescan: &Rescan,
+    outcomes: &[Outcome],
+    stall_recheck: Duration,
+    now: DateTime<Utc>,
+) -> (ScanRequestStatus, Next) {
+    let previous = sr.status.clone().unwrap_or_default();
+    let reports: Vec<ReportStatus> = outcomes.iter().map(report_status).collect();
+    let overall = decide::overall(outcomes, &reports);
+    let (rescan_token, pending_rescan) = decide::rescan_status(
+        rescan,
+        &overall,
+        sr.spec.rescan_token.as_deref(),
+        previous.rescan_token.as_deref(),
+    );
+    let generation = sr.metadata.generation;
+    let status = ScanRequestStatus {
+        observed_generation: generation,
+        conditions: conditions(&previous.conditions, &overall, generation, now),
+        registration_uuid: Some(registration.to_string()),
+        summary: headline_summary(&reports),
+        reports,
+        rescan_token,
+        pending_rescan,
+    };
+    let next = decide::next(&overall, outcomes, stall_recheck);
+    (status, next)
+}
+
+/// Step 8, part 2: server-side apply of the status, skipped when nothing changed.
+pub async fn apply(
+    sr: &ScanRequest,
+    ctx: &Context,
+    status: ScanRequestStatus,
+) -> Result<(), ReconcileError> {
+    if sr.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<ScanRequest> =
+        Api::namespaced(ctx.client.clone(), &sr.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "scanreport.io/v1alpha1",
+        "kind": "ScanRequest",
+        "status": status,
+    });
+    api.patch_status(
+        &sr.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::kube("applying the ScanRequest status"))?;
+    Ok(())
+}
+
+/// A failed pipeline: record why in the status (keeping the reports it had), then stall or
+/// back off.
+pub async fn degrade(
+    sr: &ScanRequest,
+    ctx: &Context,
+    error: ReconcileError,
+) -> Result<Action, ReconcileError> {
+    let previous = sr.status.clone().unwrap_or_default();
+    let (overall, action) = if error.is_permanent() {
+        tracing::info!(error = %error, "stalled");
+        if newly_stalled(&previous.conditions, &error.to_string()) {
+            ctx.event(
+                sr,
+                EventType::Warning,
+                error.reason(),
+                "request",
+                error.to_string(),
+            );
+        }
+        // A changed ScanRequest or Scanner triggers a reconcile; Secrets are not watched, so
+        // look again after a while, never in a hot loop.
+        (
+            Overall::Stalled {
+                reason: error.reason().into(),
+                message: error.to_string(),
+            },
+            Action::requeue(ctx.config.stall_recheck),
+        )
+    } else {
+        let delay = ctx.backoff.failed(sr.into());
+        tracing::warn!(error = %error, retry_in = ?delay, "transient failure; retrying");
+        (
+            retrying(&previous.reports, error.reason(), error.to_string()),
+            Action::requeue(delay),
+        )
+    };
+    let status = degraded(
+        previous,
+        sr.metadata.generation,
+        &overall,
+        chrono::Utc::now(),
+    );
+    apply(sr, ctx, status).await?;
+    Ok(action)
+}
+
+/// Whether stalling with `message` is news (an Event is published only then).
+pub fn newly_stalled(previous: &[Condition], message: &str) -> bool {
+    !previous
+        .iter()
+        .any(|c| c.type_ == CONDITION_STALLED && c.message == message)
+}
+
+/// The overall state while a transient failure is retried: the reports stay usable when every
+/// one has a stored version.
+pub fn retrying(reports: &[ReportStatus], reason: &str, message: String) -> Overall {
+    Overall::Progressing {
+        reason: reason.into(),
+        message,
+        usable: !reports.is_empty() && all_usable(reports),
+    }
+}
+
+/// The status after a failure: the previous one (reports included) with new conditions.
+pub fn degraded(
+    mut status: ScanRequestStatus,
+    generation: Option<i64>,
+    overall: &Overall,
+    now: DateTime<Utc>,
+) -> ScanRequestStatus {
+    status.observed_generation = generation;
+    status.conditions = conditions(&status.conditions, overall, generation, now);
+    status
+}
+
+/// The status entry of one report.
+pub fn report_status(o: &Outcome) -> ReportStatus {
+    ReportStatus {
+        mime_type: o.tuple.mime_type.to_string(),
+        report_id: o.tuple.report_id().to_string(),
+        phase: o.phase,
+        summary: o
+            .meta
+            .as_ref()
+            .filter(|_| adapters::has_summary(&o.tuple.mime_type))
+            .map(|m| m.summary),
+        generated_at: o.meta.as_ref().map(|m| k8s_time(m.generated_at)),
+        scanner: o.meta.as_ref().map(|m| ScannerInfo {
+            name: m.scanner_name.clone(),
+            vendor: m.scanner_vendor.clone(),
+            version: m.scanner_version.clone(),
+        }),
+        message: o.message.clone().filter(|_| o.phase != ReportPhase::Ready),
+    }
+}
 
 /// `Time` from a chrono timestamp, at whole seconds as Kubernetes prints times.
 pub fn k8s_time(t: DateTime<Utc>) -> Time {
@@ -120,7 +288,146 @@ pub fn all_usable(reports: &[ReportStatus]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::decide::tests::{fixture, outcome};
+    use crate::store::ReportMeta;
     use chrono::TimeZone;
+
+    const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
+    const RAW: &str = "application/vnd.scanner.adapter.vuln.report.raw";
+
+    fn stored(o: &mut Outcome, generated_at: DateTime<Utc>) {
+        o.meta = Some(ReportMeta {
+            id: o.tuple.report_id(),
+            digest: o.tuple.digest.to_string(),
+            registration_uuid: o.tuple.registration_uuid,
+            mime_type: o.tuple.mime_type.to_string(),
+            summary: SeveritySummary {
+                critical: 1,
+                high: 2,
+                ..SeveritySummary::default()
+            },
+            scanner_name: "Trivy".into(),
+            scanner_vendor: "Aqua Security".into(),
+            scanner_version: "0.50.0".into(),
+            generated_at,
+            created_at: generated_at,
+            updated_at: generated_at,
+        });
+    }
+
+    #[test]
+    fn a_rescan_under_way_keeps_ready_true_and_the_pending_token() {
+        let sr = fixture("rescan-pending.yaml");
+        let wanted = Rescan::Wanted {
+            token: "2026-11-28".into(),
+            requested_at: "2026-11-28T08:00:00Z".parse().unwrap(),
+        };
+        let mut o = outcome(VULN, ReportPhase::Rescanning, Some(3));
+        stored(&mut o, "2026-11-27T05:06:33Z".parse().unwrap());
+        let now: DateTime<Utc> = "2026-11-28T09:00:00Z".parse().unwrap();
+        let (status, next) = settle(
+            &sr,
+            Uuid::nil(),
+            &wanted,
+            &[o],
+            Duration::from_secs(300),
+            now,
+        );
+        assert_eq!(next, Next::Soon(Duration::from_secs(3)));
+        assert_eq!(status.rescan_token.as_deref(), Some("2026-11-27"));
+        assert_eq!(
+            status.pending_rescan.as_ref().map(|p| p.token.as_str()),
+            Some("2026-11-28")
+        );
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "True")
+        );
+        assert_eq!(
+            ready.last_transition_time,
+            sr.status.as_ref().unwrap().conditions[0].last_transition_time,
+            "Ready stayed True: its transition time is kept"
+        );
+        assert_eq!(status.reports[0].phase, ReportPhase::Rescanning);
+        assert_eq!(status.summary.map(|s| s.critical), Some(1));
+        assert_eq!(status.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_finished_rescan_answers_the_token_and_clears_reconciling() {
+        let sr = fixture("rescan-pending.yaml");
+        let wanted = Rescan::Wanted {
+            token: "2026-11-28".into(),
+            requested_at: "2026-11-28T08:00:00Z".parse().unwrap(),
+        };
+        let mut vuln = outcome(VULN, ReportPhase::Ready, None);
+        stored(&mut vuln, "2026-11-28T08:10:00Z".parse().unwrap());
+        let mut raw = outcome(RAW, ReportPhase::Ready, None);
+        stored(&mut raw, "2026-11-28T08:10:00Z".parse().unwrap());
+        let now: DateTime<Utc> = "2026-11-28T09:00:00Z".parse().unwrap();
+        let (status, next) = settle(
+            &sr,
+            Uuid::nil(),
+            &wanted,
+            &[vuln, raw],
+            Duration::from_secs(300),
+            now,
+        );
+        assert_eq!(next, Next::AwaitChange);
+        assert_eq!(status.rescan_token.as_deref(), Some("2026-11-28"));
+        assert!(status.pending_rescan.is_none());
+        let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready"]);
+        // Severity counts for the vulnerability report only; no message once Ready.
+        assert!(status.reports[0].summary.is_some());
+        assert!(
+            status.reports[1].summary.is_none(),
+            "raw reports have no counts"
+        );
+        assert!(status.reports.iter().all(|r| r.message.is_none()));
+        assert_eq!(
+            status.registration_uuid.as_deref(),
+            Some("00000000-0000-0000-0000-000000000000")
+        );
+    }
+
+    #[test]
+    fn a_transient_failure_keeps_the_reports_and_says_why() {
+        let sr = fixture("rescan-pending.yaml");
+        let previous = sr.status.clone().unwrap();
+        let overall = retrying(&previous.reports, "DatabaseUnavailable", "db down".into());
+        assert!(
+            matches!(overall, Overall::Progressing { usable: true, .. }),
+            "every report has a stored version: {overall:?}"
+        );
+        let now: DateTime<Utc> = "2026-11-28T09:00:00Z".parse().unwrap();
+        let status = degraded(previous.clone(), Some(4), &overall, now);
+        assert_eq!(status.reports, previous.reports);
+        assert_eq!(status.observed_generation, Some(4));
+        let reconciling = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_RECONCILING)
+            .unwrap();
+        assert_eq!(reconciling.message, "db down");
+        assert!(matches!(
+            retrying(&[], "X", "m".into()),
+            Overall::Progressing { usable: false, .. }
+        ));
+    }
+
+    #[test]
+    fn stalling_again_for_the_same_reason_is_no_news() {
+        let stalled = Overall::Stalled {
+            reason: "ScannerNotFound".into(),
+            message: "gone".into(),
+        };
+        let c = conditions(&[], &stalled, Some(1), at(0));
+        assert!(newly_stalled(&[], "gone"));
+        assert!(!newly_stalled(&c, "gone"));
+        assert!(newly_stalled(&c, "another reason"));
+    }
 
     fn at(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()

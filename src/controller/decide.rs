@@ -1,0 +1,483 @@
+//! The controller's decisions, as pure functions of what the other steps found out: what to do
+//! with a stored report, which phase a report is in, the overall state, what `rescanToken`
+//! asks for, and when to look again. No clients, no clocks: tests feed them plain values.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::runtime::controller::Action;
+use rand::Rng;
+
+use super::status::Overall;
+use crate::api::{PendingRescan, ReportPhase, ReportStatus, ScanRequestStatus};
+use crate::jobs::Tuple;
+use crate::store::ReportMeta;
+
+/// What steps 4–7 leave for one report.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub tuple: Tuple,
+    pub phase: ReportPhase,
+    /// The stored report, if there is one.
+    pub meta: Option<ReportMeta>,
+    pub message: Option<String>,
+    /// When to look again; `None` when nothing is due.
+    pub requeue: Option<Duration>,
+}
+
+/// The demand of `spec.rescanToken`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rescan {
+    /// The reports answer the current token (or there is none).
+    Settled,
+    /// A new token wants scans completed after `requested_at` (database clock).
+    Wanted {
+        token: String,
+        requested_at: DateTime<Utc>,
+    },
+}
+
+/// What `spec.rescanToken` asks for, as far as the status tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RescanDemand {
+    Known(Rescan),
+    /// A token never seen before: it wants scans completed after now (see
+    /// [`token_requested_at`]).
+    NewToken(String),
+}
+
+/// Works out what `spec.rescanToken` asks for. A token present when the request is first seen
+/// is taken as answered by whatever is stored; a *changed* token forces new scans.
+pub fn rescan_demand(token: Option<&str>, status: Option<&ScanRequestStatus>) -> RescanDemand {
+    let Some(token) = token else {
+        return RescanDemand::Known(Rescan::Settled);
+    };
+    let empty = ScanRequestStatus::default();
+    let status = status.unwrap_or(&empty);
+    if status.rescan_token.as_deref() == Some(token) {
+        return RescanDemand::Known(Rescan::Settled);
+    }
+    if let Some(pending) = status.pending_rescan.as_ref().filter(|p| p.token == token) {
+        return RescanDemand::Known(Rescan::Wanted {
+            token: token.to_owned(),
+            requested_at: super::status::chrono_time(&pending.requested_at),
+        });
+    }
+    let first_sight = status.rescan_token.is_none() && status.reports.is_empty();
+    if first_sight {
+        return RescanDemand::Known(Rescan::Settled);
+    }
+    RescanDemand::NewToken(token.to_owned())
+}
+
+/// The time a new token asks scans to be newer than: `now` rounded up to whole seconds. The
+/// status keeps whole seconds; rounding up means a scan that completed just before the token
+/// changed can never count as the forced one.
+pub fn token_requested_at(now: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = now
+        .timestamp()
+        .saturating_add(i64::from(now.timestamp_subsec_nanos() > 0));
+    DateTime::from_timestamp(whole, 0).unwrap_or(now)
+}
+
+/// The time after which a scan must have completed for the stored report to count as fresh.
+pub fn needed_after(
+    rescan_after: Option<Duration>,
+    rescan: &Rescan,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let by_age = rescan_after
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| now.checked_sub_signed(d));
+    let by_token = match rescan {
+        Rescan::Wanted { requested_at, .. } => Some(*requested_at),
+        Rescan::Settled => None,
+    };
+    by_age.max(by_token)
+}
+
+/// Step 4: what to do about the stored report of one report id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredReport {
+    /// Use it as it is; look again when it turns stale (`None`: it never does).
+    Fresh { requeue: Option<Duration> },
+    /// Scan (or join the scan in flight). `newer_than`: a stored report is too old, the scan
+    /// must complete after this time; `None` when nothing is stored.
+    Scan { newer_than: Option<DateTime<Utc>> },
+}
+
+/// Step 4. `last_scan` is when the report was last scanned (the job's completion, else the
+/// report's last update); `needed_after` comes from [`needed_after`].
+pub fn stored_report(
+    stored: bool,
+    last_scan: Option<DateTime<Utc>>,
+    needed_after: Option<DateTime<Utc>>,
+    rescan_after: Option<Duration>,
+    now: DateTime<Utc>,
+) -> StoredReport {
+    if !stored {
+        return StoredReport::Scan { newer_than: None };
+    }
+    if needed_after.is_none_or(|t| last_scan.is_some_and(|l| l >= t)) {
+        let requeue = rescan_after.and_then(|every| {
+            let stale_at =
+                last_scan?.checked_add_signed(chrono::Duration::from_std(every).ok()?)?;
+            Some((stale_at - now).to_std().unwrap_or_default())
+        });
+        return StoredReport::Fresh { requeue };
+    }
+    StoredReport::Scan {
+        newer_than: needed_after,
+    }
+}
+
+/// The phase of a report whose scan is under way: while a stored report exists it is
+/// `Rescanning` (the stored one stays usable), otherwise `phase` (`Pending` or `Scanning`).
+/// The one place that decides this.
+pub fn in_flight_phase(stored: bool, phase: ReportPhase) -> ReportPhase {
+    if stored {
+        ReportPhase::Rescanning
+    } else {
+        phase
+    }
+}
+
+/// The overall state from the outcomes of all reports: a failed report stalls the request,
+/// the first report not ready says what is under way, and otherwise the request is ready.
+pub fn overall(outcomes: &[Outcome], reports: &[ReportStatus]) -> Overall {
+    let failed = outcomes.iter().find(|o| o.phase == ReportPhase::Failed);
+    let busy = outcomes.iter().find(|o| o.phase != ReportPhase::Ready);
+    match (failed, busy) {
+        (Some(f), _) => Overall::Stalled {
+            reason: "ScanRejected".into(),
+            message: format!(
+                "{}: {}",
+                f.tuple.mime_type,
+                f.message.clone().unwrap_or_default()
+            ),
+        },
+        (None, Some(b)) => Overall::Progressing {
+            reason: match b.phase {
+                ReportPhase::Pending => "Queued",
+                ReportPhase::Rescanning => "Rescanning",
+                _ => "Scanning",
+            }
+            .into(),
+            message: b.message.clone().unwrap_or_else(|| "Scanning".into()),
+            usable: super::status::all_usable(reports),
+        },
+        (None, None) => Overall::Ready,
+    }
+}
+
+/// `status.rescanToken` and `status.pendingRescan`: a wanted rescan is answered once the
+/// request is ready again; until then the previous token stays and the new one is pending.
+pub fn rescan_status(
+    rescan: &Rescan,
+    overall: &Overall,
+    spec_token: Option<&str>,
+    previous_token: Option<&str>,
+) -> (Option<String>, Option<PendingRescan>) {
+    match rescan {
+        Rescan::Settled => (spec_token.map(str::to_owned), None),
+        Rescan::Wanted { .. } if *overall == Overall::Ready => {
+            (spec_token.map(str::to_owned), None)
+        }
+        Rescan::Wanted {
+            token,
+            requested_at,
+        } => (
+            previous_token.map(str::to_owned),
+            Some(PendingRescan {
+                token: token.clone(),
+                requested_at: super::status::k8s_time(*requested_at),
+            }),
+        ),
+    }
+}
+
+/// When to reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Something is due after this long (at least 100 ms); jittered by up to 10 % so that
+    /// requests due together spread out.
+    Soon(Duration),
+    /// Stalled with nothing due: look again after `--stall-recheck`, since Secrets are not
+    /// watched.
+    Recheck(Duration),
+    /// Nothing is due: wait for a change of the request or its Scanner.
+    AwaitChange,
+}
+
+/// Step 8: when to look again, from the earliest requeue any report asked for.
+pub fn next(overall: &Overall, outcomes: &[Outcome], stall_recheck: Duration) -> Next {
+    match (overall, outcomes.iter().filter_map(|o| o.requeue).min()) {
+        (_, Some(after)) => Next::Soon(after.max(Duration::from_millis(100))),
+        (Overall::Stalled { .. }, None) => Next::Recheck(stall_recheck),
+        (_, None) => Next::AwaitChange,
+    }
+}
+
+impl Next {
+    pub fn action(self) -> Action {
+        match self {
+            Self::Soon(after) => {
+                Action::requeue(after.mul_f64(rand::rng().random_range(1.0..=1.1)))
+            }
+            Self::Recheck(after) => Action::requeue(after),
+            Self::AwaitChange => Action::await_change(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::ScanRequest;
+    use crate::identity::{Digest, MimeType};
+    use chrono::TimeZone;
+
+    /// A ScanRequest from a YAML fixture in `src/controller/fixtures/`.
+    pub(crate) fn fixture(name: &str) -> ScanRequest {
+        let path = format!(
+            "{}/src/controller/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub(crate) fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    pub(crate) fn outcome(mime: &str, phase: ReportPhase, requeue: Option<u64>) -> Outcome {
+        Outcome {
+            tuple: Tuple {
+                digest: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+                registration_uuid: uuid::Uuid::nil(),
+                mime_type: MimeType::parse(mime).unwrap(),
+            },
+            phase,
+            meta: None,
+            message: Some(format!("{phase:?} message")),
+            requeue: requeue.map(Duration::from_secs),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
+    const RAW: &str = "application/vnd.scanner.adapter.vuln.report.raw";
+
+    #[test]
+    fn nothing_stored_means_scan_without_a_freshness_demand() {
+        let d = stored_report(false, None, Some(at(0)), Some(HOUR), at(10));
+        assert_eq!(d, StoredReport::Scan { newer_than: None });
+    }
+
+    #[test]
+    fn a_stored_report_without_rescan_settings_is_used_forever() {
+        let d = stored_report(true, Some(at(0)), None, None, at(1_000_000));
+        assert_eq!(d, StoredReport::Fresh { requeue: None });
+    }
+
+    #[test]
+    fn a_stored_report_younger_than_rescan_after_is_used_until_it_turns_stale() {
+        let now = at(1800);
+        let needed = needed_after(Some(HOUR), &Rescan::Settled, now);
+        assert_eq!(needed, Some(at(-1800)));
+        let d = stored_report(true, Some(at(0)), needed, Some(HOUR), now);
+        assert_eq!(
+            d,
+            StoredReport::Fresh {
+                requeue: Some(Duration::from_secs(1800))
+            },
+            "look again exactly when it turns stale"
+        );
+    }
+
+    #[test]
+    fn a_stored_report_older_than_rescan_after_is_rescanned() {
+        let now = at(7200);
+        let needed = needed_after(Some(HOUR), &Rescan::Settled, now);
+        let d = stored_report(true, Some(at(0)), needed, Some(HOUR), now);
+        assert_eq!(
+            d,
+            StoredReport::Scan {
+                newer_than: Some(at(3600))
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_token_wants_a_scan_completed_after_it_was_seen() {
+        let wanted = Rescan::Wanted {
+            token: "t2".into(),
+            requested_at: at(100),
+        };
+        let needed = needed_after(None, &wanted, at(200));
+        assert_eq!(needed, Some(at(100)));
+        // Scanned before the token changed: scan again.
+        assert_eq!(
+            stored_report(true, Some(at(99)), needed, None, at(200)),
+            StoredReport::Scan {
+                newer_than: Some(at(100))
+            }
+        );
+        // Scanned since: the token is answered.
+        assert_eq!(
+            stored_report(true, Some(at(150)), needed, None, at(200)),
+            StoredReport::Fresh { requeue: None }
+        );
+        // The later of the two demands wins.
+        assert_eq!(needed_after(Some(HOUR), &wanted, at(7200)), Some(at(3600)));
+    }
+
+    #[test]
+    fn a_scan_in_flight_shows_rescanning_exactly_when_a_report_is_stored() {
+        for phase in [ReportPhase::Pending, ReportPhase::Scanning] {
+            assert_eq!(in_flight_phase(true, phase), ReportPhase::Rescanning);
+            assert_eq!(in_flight_phase(false, phase), phase);
+        }
+    }
+
+    #[test]
+    fn a_failed_report_stalls_the_request_and_names_its_mime_type() {
+        let outcomes = [
+            outcome(VULN, ReportPhase::Scanning, Some(1)),
+            outcome(RAW, ReportPhase::Failed, Some(300)),
+        ];
+        let Overall::Stalled { reason, message } = overall(&outcomes, &[]) else {
+            panic!("not stalled");
+        };
+        assert_eq!(reason, "ScanRejected");
+        assert!(message.starts_with(RAW), "{message}");
+        assert!(message.ends_with("Failed message"), "{message}");
+    }
+
+    #[test]
+    fn the_first_busy_report_says_what_is_under_way() {
+        let cases = [
+            (ReportPhase::Pending, "Queued"),
+            (ReportPhase::Scanning, "Scanning"),
+            (ReportPhase::Rescanning, "Rescanning"),
+        ];
+        for (phase, expected) in cases {
+            let outcomes = [
+                outcome(VULN, ReportPhase::Ready, None),
+                outcome(RAW, phase, Some(2)),
+            ];
+            let Overall::Progressing {
+                reason, message, ..
+            } = overall(&outcomes, &[])
+            else {
+                panic!("not progressing");
+            };
+            assert_eq!(reason, expected);
+            assert_eq!(message, format!("{phase:?} message"));
+        }
+        let all_ready = [outcome(VULN, ReportPhase::Ready, None)];
+        assert_eq!(overall(&all_ready, &[]), Overall::Ready);
+    }
+
+    #[test]
+    fn the_earliest_requeue_wins_with_a_floor_of_100_ms() {
+        let ready = Overall::Ready;
+        let outcomes = [
+            outcome(VULN, ReportPhase::Scanning, Some(5)),
+            outcome(RAW, ReportPhase::Scanning, Some(2)),
+        ];
+        assert_eq!(
+            next(&ready, &outcomes, HOUR),
+            Next::Soon(Duration::from_secs(2))
+        );
+        let mut now = outcome(VULN, ReportPhase::Scanning, None);
+        now.requeue = Some(Duration::ZERO);
+        assert_eq!(
+            next(&ready, &[now], HOUR),
+            Next::Soon(Duration::from_millis(100))
+        );
+        assert_eq!(
+            next(&ready, &[outcome(VULN, ReportPhase::Ready, None)], HOUR),
+            Next::AwaitChange
+        );
+        let stalled = Overall::Stalled {
+            reason: "ScanRejected".into(),
+            message: "no".into(),
+        };
+        assert_eq!(
+            next(&stalled, &[outcome(VULN, ReportPhase::Ready, None)], HOUR),
+            Next::Recheck(HOUR)
+        );
+    }
+
+    #[test]
+    fn rescan_demand_from_the_status() {
+        let pending = fixture("rescan-pending.yaml");
+        // The pending token is still wanted, from when it was first seen.
+        assert_eq!(
+            rescan_demand(
+                pending.spec.rescan_token.as_deref(),
+                pending.status.as_ref()
+            ),
+            RescanDemand::Known(Rescan::Wanted {
+                token: "2026-11-28".into(),
+                requested_at: "2026-11-28T08:00:00Z".parse().unwrap(),
+            })
+        );
+        // The token the reports answer: settled.
+        assert_eq!(
+            rescan_demand(Some("2026-11-27"), pending.status.as_ref()),
+            RescanDemand::Known(Rescan::Settled)
+        );
+        // Yet another token: new, it needs the database clock.
+        assert_eq!(
+            rescan_demand(Some("2026-11-29"), pending.status.as_ref()),
+            RescanDemand::NewToken("2026-11-29".into())
+        );
+        // No token: nothing to do.
+        assert_eq!(
+            rescan_demand(None, pending.status.as_ref()),
+            RescanDemand::Known(Rescan::Settled)
+        );
+        // A token present when the request is first seen is answered by what is stored.
+        let new = fixture("new.yaml");
+        assert_eq!(
+            rescan_demand(new.spec.rescan_token.as_deref(), new.status.as_ref()),
+            RescanDemand::Known(Rescan::Settled)
+        );
+    }
+
+    #[test]
+    fn a_new_token_is_requested_at_the_next_whole_second() {
+        let t = at(10) + chrono::Duration::milliseconds(200);
+        assert_eq!(token_requested_at(t), at(11));
+        assert_eq!(token_requested_at(at(10)), at(10));
+    }
+
+    #[test]
+    fn a_wanted_rescan_is_answered_only_once_the_request_is_ready() {
+        let wanted = Rescan::Wanted {
+            token: "new".into(),
+            requested_at: at(0),
+        };
+        let busy = Overall::Progressing {
+            reason: "Rescanning".into(),
+            message: "m".into(),
+            usable: true,
+        };
+        let (token, pending) = rescan_status(&wanted, &busy, Some("new"), Some("old"));
+        assert_eq!(token.as_deref(), Some("old"));
+        let pending = pending.expect("pending rescan");
+        assert_eq!(pending.token, "new");
+        assert_eq!(pending.requested_at, super::super::status::k8s_time(at(0)));
+
+        let (token, pending) = rescan_status(&wanted, &Overall::Ready, Some("new"), Some("old"));
+        assert_eq!(token.as_deref(), Some("new"));
+        assert!(pending.is_none());
+
+        let (token, pending) = rescan_status(&Rescan::Settled, &busy, Some("new"), Some("old"));
+        assert_eq!(token.as_deref(), Some("new"));
+        assert!(pending.is_none());
+    }
+}

@@ -1,0 +1,344 @@
+//! Steps 4–7 for one report id: use the stored report, or join or start the single scan in
+//! flight, poll it, and store the report. A [`ReportTask`] carries what every step needs.
+
+use std::time::Duration;
+
+use kube::runtime::events::EventType;
+
+use super::adapters::Poll;
+use super::context::Context;
+use super::decide::{self, Outcome, StoredReport};
+use super::error::ReconcileError;
+use super::plan::Plan;
+use crate::api::{ReportPhase, ScanRequest};
+use crate::jobs::{Claim, JobState, Leases, Tuple};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::store::{NewReport, ReportMeta, UpsertOutcome};
+
+/// One report of one ScanRequest, through steps 4–7.
+pub struct ReportTask<'a> {
+    sr: &'a ScanRequest,
+    plan: &'a Plan,
+    tuple: &'a Tuple,
+    ctx: &'a Context,
+    leases: Leases,
+    /// The stored report, once read.
+    stored: Option<ReportMeta>,
+}
+
+impl<'a> ReportTask<'a> {
+    pub fn new(sr: &'a ScanRequest, plan: &'a Plan, tuple: &'a Tuple, ctx: &'a Context) -> Self {
+        Self {
+            sr,
+            plan,
+            tuple,
+            ctx,
+            leases: ctx.leases(&plan.adapter),
+            stored: None,
+        }
+    }
+
+    /// Steps 4–7.
+    pub async fn drive(mut self) -> Result<Outcome, ReconcileError> {
+        let store = &self.ctx.store;
+        let report_id = self.tuple.report_id();
+        let (meta, job, now) = store.tuple_state(report_id).await?;
+        self.stored = meta;
+
+        // 4. A stored report that is fresh enough is used as it is.
+        let last_scan = job
+            .as_ref()
+            .and_then(|j| j.completed_at)
+            .or(self.stored.as_ref().map(|m| m.updated_at));
+        let needed_after = decide::needed_after(self.plan.rescan_after, &self.plan.rescan, now);
+        let demand = match decide::stored_report(
+            self.stored.is_some(),
+            last_scan,
+            needed_after,
+            self.plan.rescan_after,
+            now,
+        ) {
+            StoredReport::Fresh { requeue } => {
+                return Ok(self.outcome(ReportPhase::Ready, None, requeue));
+            }
+            StoredReport::Scan { newer_than } => newer_than,
+        };
+
+        // 5. Join the scan in flight, or ask for one.
+        let job = match job {
+            Some(j)
+                if matches!(
+                    j.state,
+                    JobState::Submitting { .. } | JobState::Submitted { .. }
+                ) =>
+            {
+                j
+            }
+            _ => {
+                let sr = self.sr;
+                let retry_failed = sr.status.as_ref().and_then(|s| s.observed_generation)
+                    != sr.metadata.generation;
+                store
+                    .request_scan(
+                        self.tuple,
+                        demand,
+                        retry_failed,
+                        self.ctx.config.stall_recheck,
+                        &self.leases,
+                    )
+                    .await?
+            }
+        };
+        let plan = self.plan;
+        let scanner = &plan.adapter.name;
+        match &job.state {
+            JobState::Failed { error } => Ok(self.outcome(
+                ReportPhase::Failed,
+                Some(error.clone()),
+                Some(self.ctx.config.stall_recheck),
+            )),
+            JobState::Done => Ok(self.waiting(
+                ReportPhase::Scanning,
+                "Storing the report".into(),
+                Duration::from_secs(1),
+            )),
+            JobState::Submitted {
+                scan_id,
+                next_poll_at,
+            } if !job.lease_expired() => {
+                if *next_poll_at > job.now {
+                    let after = (*next_poll_at - job.now).to_std().unwrap_or_default();
+                    return Ok(self.waiting(
+                        ReportPhase::Scanning,
+                        format!("Scanner {scanner:?} is scanning"),
+                        after,
+                    ));
+                }
+                // 6. Poll.
+                self.poll(scan_id, false).await
+            }
+            JobState::Submitting { .. } if !job.lease_expired() => {
+                let left = job.lease_expires_at.map_or(Duration::ZERO, |t| {
+                    (t - job.now).to_std().unwrap_or_default()
+                });
+                Ok(self.waiting(
+                    ReportPhase::Scanning,
+                    format!("Submitting the scan to scanner {scanner:?}"),
+                    left.min(Duration::from_secs(2)),
+                ))
+            }
+            // Queued, or a claim or scan whose lease ran out: try to take a slot.
+            _ => {
+                let claim = store
+                    .claim(
+                        report_id,
+                        self.plan.registration,
+                        self.plan.adapter.max_in_flight,
+                        &self.ctx.config.instance,
+                        &self.leases,
+                    )
+                    .await?;
+                match claim {
+                    Claim::Won => self.submit().await,
+                    Claim::Queued { .. } => Ok(self.waiting(
+                        ReportPhase::Pending,
+                        format!("Waiting for a free scan slot of scanner {scanner:?}"),
+                        self.ctx.config.queue_poll,
+                    )),
+                    Claim::Taken(_) => Ok(self.waiting(
+                        ReportPhase::Scanning,
+                        format!("Scanner {scanner:?} is scanning"),
+                        Duration::from_secs(1),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Step 5, having won the claim: submit the scan and record its id.
+    async fn submit(self) -> Result<Outcome, ReconcileError> {
+        let (ctx, plan, tuple) = (self.ctx, self.plan, self.tuple);
+        let report_id = tuple.report_id();
+        let holder = &ctx.config.instance;
+        let submitted = plan
+            .adapter
+            .submit(&self.sr.spec, &tuple.mime_type, plan.registry_auth.as_ref())
+            .await;
+        match submitted {
+            Ok(scan_id) => {
+                tracing::info!(scan_id, "scan submitted");
+                ctx.metrics
+                    .scans_submitted
+                    .get_or_create(&Metrics::scanner(&plan.adapter.name))
+                    .inc();
+                if !ctx
+                    .store
+                    .record_submission(report_id, holder, &scan_id, &self.leases)
+                    .await?
+                {
+                    // Our claim expired meanwhile and someone else took over; follow theirs.
+                    let phase =
+                        decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
+                    return Ok(self.outcome(phase, None, Some(Duration::from_secs(1))));
+                }
+                // An adapter may answer at once; poll now rather than after a requeue. A
+                // report stored right away gets one Event that tells both.
+                let sr = self.sr;
+                let polled = self.poll(&scan_id, true).await;
+                if !matches!(&polled, Ok(o) if o.phase == ReportPhase::Ready) {
+                    ctx.event(
+                        sr,
+                        EventType::Normal,
+                        "ScanSubmitted",
+                        tuple.mime_type.as_str(),
+                        format!(
+                            "Submitted a scan of {} for {} to scanner {:?}",
+                            tuple.digest, tuple.mime_type, plan.adapter.name
+                        ),
+                    );
+                }
+                polled
+            }
+            Err(e) if e.is_transient() => {
+                ctx.store
+                    .release_claim(report_id, holder, &self.leases)
+                    .await?;
+                Err(ReconcileError::scanner(&plan.adapter.name, e))
+            }
+            Err(e) => self.reject(holder, e).await,
+        }
+    }
+
+    /// Steps 6–7: fetch the report; store it when it is there. `submitted_now`: the scan was
+    /// submitted by this reconcile (the Event then tells both).
+    async fn poll(self, scan_id: &str, submitted_now: bool) -> Result<Outcome, ReconcileError> {
+        let (ctx, tuple) = (self.ctx, self.tuple);
+        let report_id = tuple.report_id();
+        let pending = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
+        let plan = self.plan;
+        let scanner = &plan.adapter.name;
+        match plan.adapter.poll(scan_id, &tuple.mime_type).await {
+            Ok(Poll::Ready(report)) => {
+                let new = NewReport {
+                    digest: tuple.digest.clone(),
+                    registration_uuid: tuple.registration_uuid,
+                    mime_type: tuple.mime_type.clone(),
+                    summary: report.summary.unwrap_or_default(),
+                    report: report.body,
+                    scanner_name: report.scanner.name,
+                    scanner_vendor: report.scanner.vendor,
+                    scanner_version: report.scanner.version,
+                    generated_at: report.generated_at,
+                };
+                let (upserted, meta) = ctx.store.upsert_and_read(&new).await?;
+                ctx.metrics
+                    .upserts
+                    .get_or_create(&OutcomeLabels {
+                        outcome: upserted.as_str(),
+                    })
+                    .inc();
+                if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
+                    let labels = Metrics::scanner(scanner);
+                    ctx.metrics.scans_completed.get_or_create(&labels).inc();
+                    ctx.metrics
+                        .scan_latency
+                        .get_or_create(&labels)
+                        .observe(took.as_secs_f64());
+                }
+                tracing::info!(outcome = upserted.as_str(), "report stored");
+                if upserted != UpsertOutcome::KeptExisting {
+                    ctx.event(
+                        self.sr,
+                        EventType::Normal,
+                        "ReportStored",
+                        tuple.mime_type.as_str(),
+                        format!(
+                            "{} report {report_id} ({}) of {}",
+                            if submitted_now {
+                                "Scanned and stored"
+                            } else {
+                                "Stored"
+                            },
+                            tuple.mime_type,
+                            tuple.digest
+                        ),
+                    );
+                }
+                Ok(Outcome {
+                    tuple: tuple.clone(),
+                    phase: ReportPhase::Ready,
+                    meta,
+                    message: None,
+                    requeue: None,
+                })
+            }
+            Ok(Poll::NotReady(after)) => {
+                ctx.store.poll_later(report_id, scan_id, after).await?;
+                Ok(self.outcome(
+                    pending,
+                    Some(format!("Scanner {scanner:?} is scanning")),
+                    Some(after),
+                ))
+            }
+            Ok(Poll::Lost) => {
+                tracing::warn!(scan_id, "the scanner lost the scan; submitting again");
+                ctx.store
+                    .requeue_lost(report_id, scan_id, &self.leases)
+                    .await?;
+                Ok(self.outcome(
+                    pending,
+                    Some(format!(
+                        "Scanner {scanner:?} lost the scan; submitting again"
+                    )),
+                    Some(Duration::from_millis(200)),
+                ))
+            }
+            Err(e) if e.is_transient() => Err(ReconcileError::scanner(scanner, e)),
+            Err(e) => self.reject(scan_id, e).await,
+        }
+    }
+
+    /// The adapter rejected the scan for good: the job fails for every requester of the
+    /// report, and the report shows why.
+    async fn reject(
+        self,
+        holder_or_scan: &str,
+        e: crate::scanner::ScannerError,
+    ) -> Result<Outcome, ReconcileError> {
+        let plan = self.plan;
+        let scanner = &plan.adapter.name;
+        let error = ReconcileError::scanner(scanner, e).to_string();
+        self.ctx
+            .metrics
+            .scans_failed
+            .get_or_create(&Metrics::scanner(scanner))
+            .inc();
+        self.ctx
+            .store
+            .fail(self.tuple.report_id(), holder_or_scan, &error)
+            .await?;
+        let recheck = self.ctx.config.stall_recheck;
+        Ok(self.outcome(ReportPhase::Failed, Some(error), Some(recheck)))
+    }
+
+    /// A scan is under way: `phase`, or `Rescanning` while a stored report exists.
+    fn waiting(&self, phase: ReportPhase, message: String, after: Duration) -> Outcome {
+        let phase = decide::in_flight_phase(self.stored.is_some(), phase);
+        self.outcome(phase, Some(message), Some(after))
+    }
+
+    fn outcome(
+        &self,
+        phase: ReportPhase,
+        message: Option<String>,
+        requeue: Option<Duration>,
+    ) -> Outcome {
+        Outcome {
+            tuple: self.tuple.clone(),
+            phase,
+            meta: self.stored.clone(),
+            message,
+            requeue,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The watch wiring of `scanreport-operator run`: the ScanRequest watches (one per namespace,
+//! or one for all), the Scanner cache, and readiness once the caches are filled.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+
+use super::context::Context;
+use super::{error_policy, reconcile};
+use crate::api::{ScanRequest, Scanner};
+
+/// Runs the controller until `shutdown` resolves: one watch per namespace (or one for all),
+/// each re-reconciling the ScanRequests that name a Scanner when that Scanner changes.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: tokio_util::sync::CancellationToken,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    let shutdown_scanners = shutdown.clone();
+    let namespaces: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.config.namespaces.iter().cloned().map(Some).collect()
+    };
+    // One watch cache of Scanners for look-ups; each controller also watches Scanners to map a
+    // changed Scanner to the ScanRequests that name it.
+    let (scanner_reader, scanner_writer) = reflector::store();
+    let scanner_cache = watcher(
+        Api::<Scanner>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(scanner_writer)
+    .for_each(|_| futures::future::ready(()));
+    let scanner_cache = tokio::spawn(async move {
+        tokio::select! {
+            () = scanner_cache => {}
+            () = shutdown_scanners.cancelled() => {}
+        }
+    });
+    ctx.adapters.add_scanner_store(scanner_reader.clone());
+    // Reconciles look Scanners up in this cache: an empty one would stall every request with
+    // "Scanner does not exist" at start-up.
+    tokio::select! {
+        ready = scanner_reader.wait_until_ready() => {
+            if ready.is_err() {
+                return;
+            }
+        }
+        () = shutdown.cancelled() => return,
+    }
+    let mut controllers = Vec::new();
+    let mut stores = Caches {
+        scanners: vec![scanner_reader],
+        requests: Vec::new(),
+    };
+    for ns in namespaces {
+        let requests: Api<ScanRequest> = match &ns {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        // Only spec changes (a new generation) trigger a reconcile from the watch: the
+        // operator's own status writes would otherwise each cause one more, to no effect.
+        // Requeues, Scanner changes and restarts still reconcile everything they must.
+        let (sr_store, writer) = reflector::store();
+        let forget = ctx.clone();
+        let changes = watcher(requests, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            // A deleted request leaves no backoff state behind.
+            .inspect_ok(move |event| {
+                if let watcher::Event::Delete(sr) = event {
+                    forget.backoff.forget(&ObjectRef::from(sr));
+                }
+            })
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let controller = Controller::for_stream(changes, sr_store.clone()).with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
+        );
+        stores.requests.push(sr_store.clone());
+        let controller = controller
+            .watches(
+                Api::<Scanner>::all(ctx.client.clone()),
+                watcher::Config::default(),
+                move |scanner: Scanner| {
+                    let name = scanner.name_any();
+                    sr_store
+                        .state()
+                        .into_iter()
+                        .filter(|sr| sr.spec.scanner == name)
+                        .map(|sr| ObjectRef::from(sr.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "reconcile loop");
+                }
+            });
+        controllers.push(controller);
+    }
+    let readiness = async move {
+        for scanners in stores.scanners {
+            scanners.wait_until_ready().await.ok();
+        }
+        for requests in stores.requests {
+            requests.wait_until_ready().await.ok();
+        }
+        ready.send_replace(true);
+        tracing::info!("watch caches synced");
+    };
+    futures::join!(futures::future::join_all(controllers), readiness);
+    scanner_cache.abort();
+}
+
+/// Watch caches that must be filled before the operator reports ready.
+#[derive(Default)]
+struct Caches {
+    scanners: Vec<reflector::Store<Scanner>>,
+    requests: Vec<reflector::Store<ScanRequest>>,
+}
