@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use scanreport_operator::api::SeveritySummary;
-use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
+use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
 use scanreport_operator::store::{NewReport, PoolConfig, REPORT_LOCK_CLASS, Store, UPSERT_SQL};
 use sqlx::ConnectOptions;
 
@@ -52,9 +52,11 @@ fn sample_report() -> serde_json::Value {
 
 fn report(n: u64, body: &serde_json::value::RawValue) -> NewReport {
     NewReport {
-        digest: Digest::parse(&format!("sha256:{n:064x}")).expect("valid digest"),
-        registration_uuid: default_registration_uuid("trivy").expect("uuid"),
-        mime_type: MimeType::parse(VULN).expect("mime"),
+        key: ReportKey {
+            digest: Digest::parse(&format!("sha256:{n:064x}")).expect("valid digest"),
+            registration_uuid: default_registration_uuid("trivy").expect("uuid"),
+            mime_type: MimeType::parse(VULN).expect("mime"),
+        },
         report: body.to_owned(),
         summary: SeveritySummary {
             critical: 7,

@@ -174,6 +174,22 @@ pub fn report_id(digest: &Digest, registration_uuid: &Uuid, mime_type: &MimeType
     Uuid::new_v5(&NAMESPACE, name.as_bytes())
 }
 
+/// The tuple a report is stored under: (digest, scanner registration UUID, report MIME type).
+/// One key type for the store, the scan jobs and the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReportKey {
+    pub digest: Digest,
+    pub registration_uuid: Uuid,
+    pub mime_type: MimeType,
+}
+
+impl ReportKey {
+    /// The report's deterministic id.
+    pub fn report_id(&self) -> Uuid {
+        report_id(&self.digest, &self.registration_uuid, &self.mime_type)
+    }
+}
+
 /// RFC 2045 token: visible ASCII except tspecials.
 fn is_token(s: &str) -> bool {
     !s.is_empty()

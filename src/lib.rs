@@ -1,22 +1,38 @@
 //! scanreport-operator: declarative, race-free container image scanning for Kubernetes.
 //!
-//! Modules, one concern each:
-//! * [`api`]: the `ScanRequest` and `Scanner` custom resources.
-//! * [`identity`]: deterministic report ids (a public contract, see README).
-//! * [`store`]: the Postgres report store and its race-free upsert.
-//! * [`jobs`]: durable single-flight scan jobs and the per-scanner queue.
-//! * [`scanner`]: the Harbor Pluggable Scanner Adapter client.
-//! * [`controller`]: the reconcile pipeline (start reading at `controller/mod.rs`).
-//! * [`http`]: health, readiness and metrics endpoints.
-//! * [`metrics`]: Prometheus metrics.
-//! * [`run`]: `scanreport-operator run`.
-//! * [`telemetry`]: logging set-up.
+//! Modules, one concern each (the same map is in docs/controller.md):
+//! * `api`: the `ScanRequest` and `Scanner` custom resources (the CRD schema).
+//! * `identity`: report ids and `ReportKey`, the (digest, registration, MIME type) key every module uses.
+//! * `duration`: Go-style durations of flags and specs, parsed once with `kube::core::Duration`, bounded.
+//! * `store`: PostgreSQL connection pool, migrations, `StoreError`, the database clock.
+//! * `store::reports`: `scan_report`: the race-free upsert and the reads (one column list, one row type).
+//! * `store::jobs`: `scan_job`: durable single-flight scan jobs and the per-scanner queue.
+//! * `scanner`: the Harbor Pluggable Scanner Adapter client; knows nothing of Kubernetes.
+//! * `scanner::client`: `AdapterClient`: HTTP calls (metadata, scan, report), body caps, status classification.
+//! * `scanner::metadata`: adapter metadata, capability targeting, scan request building, `MetadataCache`.
+//! * `scanner::tls`: the client's rustls configuration and TLS failure classification.
+//! * `scanner::redact`: secrets scrubbed from adapter messages, user information from URLs.
+//! * `scanner::auth`: adapter and registry credentials (held with `secrecy`) from Secret data.
+//! * `scanner::summary`, `scanner::wire`, `scanner::error`: severity counts, the spec's JSON bodies, `ScannerError`.
+//! * `controller`: the driver: `reconcile` reads as the 8 steps, `error_policy`.
+//! * `controller::context`: `Config` (the `run` flags), `Context`, per-object `Backoff`, Events.
+//! * `controller::plan`: steps 1–3: resolve the Scanner, validate, registry credentials, rescan demand.
+//! * `controller::adapters`: the Scanner cache look-up, adapter clients per Scanner, the Scanner status.
+//! * `controller::scan`: steps 4–7 for one report: `ReportTask` (`drive`, `submit`, `poll`, `reject`).
+//! * `controller::decide`: the pure decisions: stored report, in-flight phase, overall state, rescans, requeue.
+//! * `controller::status`: step 8: settle, degrade, apply; kstatus conditions.
+//! * `controller::watch`: the watch wiring of `run` (ScanRequest watches, Scanner cache, readiness).
+//! * `controller::error`: `ReconcileError`, permanent or transient, with its condition reason.
+//! * `http`: health, readiness and metrics endpoints.
+//! * `metrics`: Prometheus metrics.
+//! * `run`: `scanreport-operator run`: wiring, leader election (`LeaderElection` flags), shutdown.
+//! * `telemetry`: logging set-up.
 
 pub mod api;
 pub mod controller;
+pub mod duration;
 pub mod http;
 pub mod identity;
-pub mod jobs;
 pub mod metrics;
 pub mod run;
 pub mod scanner;

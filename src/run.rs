@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube_lease_manager::LeaseManagerBuilder;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,8 @@ use crate::store::{PoolConfig, Store, redact_url};
 use crate::{Error, http};
 
 pub struct RunOptions {
-    pub database_url: String,
+    /// May hold a password: kept secret in memory, logged only redacted.
+    pub database_url: SecretString,
     pub listen: SocketAddr,
     pub pool: PoolConfig,
     pub controller: controller::Config,
@@ -24,22 +26,29 @@ pub struct RunOptions {
     pub leader_election: Option<LeaderElection>,
 }
 
+/// Leader election (flags of `scanreport-operator run`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LeaderElection {
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "scanreport-operator")]
     pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
-    /// How long a lease stays valid after its holder's last renewal.
+    /// How long the lease stays valid after its last renewal; a standby takes over after it.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = crate::duration::parse_flag)]
     pub lease_duration: Duration,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
     tracing::info!(
-        database = %redact_url(&opts.database_url),
+        database = %redact_url(opts.database_url.expose_secret()),
         namespaces = ?opts.controller.namespaces,
         instance = %opts.controller.instance,
         leader_election = opts.leader_election.is_some(),
         "starting"
     );
-    let store = Store::connect(&opts.database_url, &opts.pool).await?;
+    let store = Store::connect(opts.database_url.expose_secret(), &opts.pool).await?;
     store.migrate().await?;
     let client = kube::Client::try_default().await.map_err(Error::Kube)?;
     let metrics = Arc::new(Metrics::default());

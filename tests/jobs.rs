@@ -5,9 +5,9 @@ mod pgtest;
 use std::sync::Arc;
 use std::time::Duration;
 
+use scanreport_operator::identity::ReportKey;
 use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
-use scanreport_operator::jobs::{Claim, JobState, Leases, Tuple};
-use scanreport_operator::store::{PoolConfig, Store};
+use scanreport_operator::store::{Claim, JobState, Leases, PoolConfig, Store};
 use tokio::sync::Barrier;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -23,8 +23,8 @@ async fn store() -> Store {
     store
 }
 
-fn tuple(n: u64, scanner: &str) -> Tuple {
-    Tuple {
+fn tuple(n: u64, scanner: &str) -> ReportKey {
+    ReportKey {
         digest: Digest::parse(&format!("sha256:{n:064x}")).unwrap(),
         registration_uuid: default_registration_uuid(scanner).unwrap(),
         mime_type: MimeType::parse("application/vnd.security.vulnerability.report; version=1.1")

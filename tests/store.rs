@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use scanreport_operator::api::SeveritySummary;
-use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
+use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
 use scanreport_operator::store::{NewReport, PoolConfig, Store, UpsertOutcome};
 use tokio::sync::Barrier;
 
@@ -31,9 +31,11 @@ fn digest(n: u64) -> Digest {
 
 fn report(digest: Digest, critical: i64, generated_at: DateTime<Utc>) -> NewReport {
     NewReport {
-        digest,
-        registration_uuid: default_registration_uuid("trivy").expect("uuid"),
-        mime_type: MimeType::parse(VULN).expect("mime"),
+        key: ReportKey {
+            digest,
+            registration_uuid: default_registration_uuid("trivy").expect("uuid"),
+            mime_type: MimeType::parse(VULN).expect("mime"),
+        },
         report: serde_json::value::to_raw_value(
             &serde_json::json!({"vulnerabilities": [], "marker": critical}),
         )
@@ -104,11 +106,11 @@ async fn concurrent_first_upserts_of_one_tuple_make_one_row_and_no_errors() {
             .count();
         assert_eq!(inserted, 1, "round {round}: exactly one writer inserts");
         let stored = store
-            .get_by_tuple(
-                &d,
-                &default_registration_uuid("trivy").unwrap(),
-                &MimeType::parse(VULN).unwrap(),
-            )
+            .get_by_key(&ReportKey {
+                digest: d.clone(),
+                registration_uuid: default_registration_uuid("trivy").unwrap(),
+                mime_type: MimeType::parse(VULN).unwrap(),
+            })
             .await
             .unwrap()
             .expect("row exists");
@@ -192,7 +194,7 @@ async fn reads_by_id_tuple_and_digest() {
         "application/vnd.security.sbom.report+json; version=1.0",
     ] {
         let mut r = report(d.clone(), 3, t0());
-        r.mime_type = MimeType::parse(mime).unwrap();
+        r.key.mime_type = MimeType::parse(mime).unwrap();
         ids.push(store.upsert(&r).await.unwrap().0);
     }
     store.upsert(&report(digest(43), 1, t0())).await.unwrap();
@@ -204,12 +206,14 @@ async fn reads_by_id_tuple_and_digest() {
             .all(|m| m.digest == d.as_str() && m.registration_uuid == reg)
     );
     let by_tuple = store
-        .get_by_tuple(
-            &d,
-            &reg,
-            &MimeType::parse("Application/Vnd.Security.Vulnerability.Report;version=\"1.1\"")
-                .unwrap(),
-        )
+        .get_by_key(&ReportKey {
+            digest: d.clone(),
+            registration_uuid: reg,
+            mime_type: MimeType::parse(
+                "Application/Vnd.Security.Vulnerability.Report;version=\"1.1\"",
+            )
+            .unwrap(),
+        })
         .await
         .unwrap()
         .expect("found by a non-canonical spelling of the MIME type");

@@ -17,9 +17,12 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::ReconcileError;
-use super::{MANAGER, parse_go_duration, status};
+use super::{MANAGER, status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::api::{
-    ArtifactMimeType, ScanRequestSpec, Scanner, ScannerInfo, ScannerStatus, SeveritySummary,
+    AdapterStatus, ArtifactMimeType, CapabilityStatus, ScanRequestSpec, Scanner, ScannerInfo,
+    ScannerStatus, SeveritySummary,
 };
 use crate::identity::{self, MimeType};
 use crate::scanner::wire::mime;
@@ -34,6 +37,25 @@ pub fn has_summary(mime_type: &MimeType) -> bool {
     [mime::VULN_REPORT_1_1, mime::HARBOR_VULN_REPORT_1_0]
         .iter()
         .any(|m| MimeType::parse(m).is_ok_and(|m| &m == mime_type))
+}
+
+/// A Scanner's `status.adapter`, from the adapter's metadata.
+pub fn adapter_status(metadata: &AdapterMetadata, fetched_at: Option<Time>) -> AdapterStatus {
+    AdapterStatus {
+        name: metadata.scanner.name.clone(),
+        vendor: metadata.scanner.vendor.clone(),
+        version: metadata.scanner.version.clone(),
+        capabilities: metadata
+            .capabilities
+            .iter()
+            .map(|c| CapabilityStatus {
+                capability_type: c.kind.as_str().to_owned(),
+                consumes_mime_types: c.consumes_mime_types.clone(),
+                produces_mime_types: c.produces_mime_types.clone(),
+            })
+            .collect(),
+        fetched_at,
+    }
 }
 
 /// A resolved Scanner: its identity, limits, client and metadata.
@@ -208,15 +230,18 @@ impl Adapters {
             field: format!("Scanner {name:?} spec.registrationUUID"),
             message: e.to_string(),
         })?;
-        let request_timeout = parse_go_duration(&scanner.spec.request_timeout)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| ReconcileError::InvalidSpec {
-                field: format!("Scanner {name:?} spec.requestTimeout"),
-                message: format!(
-                    "{:?} is not a duration such as 30s",
-                    scanner.spec.request_timeout
-                ),
-            })?;
+        let invalid_timeout = |message: String| ReconcileError::InvalidSpec {
+            field: format!("Scanner {name:?} spec.requestTimeout"),
+            message,
+        };
+        let request_timeout = crate::duration::parse(&scanner.spec.request_timeout)
+            .map_err(|e| invalid_timeout(e.to_string()))?;
+        if request_timeout.is_zero() {
+            return Err(invalid_timeout(format!(
+                "{:?} is zero; give the adapter time to answer, e.g. 30s",
+                scanner.spec.request_timeout
+            )));
+        }
         let resolved = async {
             let client = self.client_for(&scanner, request_timeout).await?;
             let metadata = self
@@ -299,8 +324,13 @@ impl Adapters {
             request_timeout,
             ..ClientOptions::default()
         };
-        let client = AdapterClient::for_scanner(&scanner.spec, credentials, options)
-            .map_err(|e| ReconcileError::scanner(&name, e))?;
+        let client = AdapterClient::new(
+            &scanner.spec.url,
+            credentials,
+            scanner.spec.ca_bundle.as_deref(),
+            options,
+        )
+        .map_err(|e| ReconcileError::scanner(&name, e))?;
         // A changed Scanner may point elsewhere or speak differently: fetch metadata anew.
         self.metadata.invalidate(client.base_url());
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -324,7 +354,7 @@ impl Adapters {
     ) {
         let previous = scanner.status.clone().unwrap_or_default();
         let (overall, adapter) = match resolved {
-            Ok((_, metadata)) => (status::Overall::Ready, Some(metadata.to_status(None))),
+            Ok((_, metadata)) => (status::Overall::Ready, Some(adapter_status(metadata, None))),
             Err(e) if e.is_permanent() => (
                 status::Overall::Stalled {
                     reason: e.reason().into(),
@@ -375,5 +405,55 @@ impl Adapters {
         {
             tracing::warn!(scanner = %scanner.name_any(), error = %e, "cannot update the Scanner status");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(json: serde_json::Value, content_type: &str) -> AdapterMetadata {
+        AdapterMetadata::from_wire(
+            serde_json::from_value(json).unwrap(),
+            MimeType::parse(content_type).unwrap(),
+        )
+    }
+
+    #[test]
+    fn adapter_metadata_becomes_the_scanner_status() {
+        let modern = metadata(
+            serde_json::json!({
+                "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50"},
+                "capabilities": [
+                    {"type": "vulnerability",
+                     "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST],
+                     "produces_mime_types": [mime::VULN_REPORT_1_1, mime::RAW_VULN_REPORT]},
+                    {"type": "sbom",
+                     "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST],
+                     "produces_mime_types": [mime::SBOM_REPORT_1_0]}
+                ]
+            }),
+            mime::METADATA_1_1,
+        );
+        let status = adapter_status(&modern, None);
+        assert_eq!(status.name, "Trivy");
+        assert_eq!(status.capabilities.len(), 2);
+        assert_eq!(status.capabilities[1].capability_type, "sbom");
+        assert_eq!(modern.offered_report_mime_types().len(), 3);
+
+        let legacy = metadata(
+            serde_json::json!({
+                "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.20"},
+                "capabilities": [{
+                    "consumes_mime_types": [mime::OCI_IMAGE_MANIFEST],
+                    "produces_mime_types": [mime::HARBOR_VULN_REPORT_1_0]
+                }]
+            }),
+            mime::METADATA_1_0,
+        );
+        assert_eq!(
+            adapter_status(&legacy, None).capabilities[0].capability_type,
+            "vulnerability"
+        );
     }
 }

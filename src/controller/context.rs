@@ -12,44 +12,41 @@ use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
 use crate::api::ScanRequest;
-use crate::jobs::Leases;
 use crate::metrics::Metrics;
+use crate::store::Leases;
 use crate::store::Store;
 
 /// Field manager of every write; also the Events' reporting controller.
 pub const MANAGER: &str = "scanreport-operator";
 
-/// Settings of the controller (flags of `scanreport-operator run`).
-#[derive(Debug, Clone)]
+/// Settings of the controller: flags of `scanreport-operator run`, with their defaults here
+/// and nowhere else.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Namespaces to watch; empty means all.
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// ScanRequests reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Scans in flight per Scanner when its spec.maxInFlight is unset.
+    #[arg(long, env = "DEFAULT_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub default_max_in_flight: i32,
+    /// How long adapter metadata is cached, e.g. 5m.
+    #[arg(long, env = "METADATA_TTL", default_value = "5m", value_parser = crate::duration::parse_flag)]
     pub metadata_ttl: Duration,
-    /// How long a submitted scan may run before it is presumed lost and resubmitted.
+    /// How long a scan may run before it is presumed lost and submitted again.
+    #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = crate::duration::parse_flag)]
     pub scan_timeout: Duration,
-    /// How often a queued request checks for a free scan slot.
+    /// How often a queued ScanRequest checks for a free scan slot.
+    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::parse_flag)]
     pub queue_poll: Duration,
-    /// How long to wait before retrying a permanently failed scan or stalled request.
+    /// When a stalled ScanRequest is looked at again without any change.
+    #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::parse_flag)]
     pub stall_recheck: Duration,
-    /// Unique per process: holder of scan claims.
+    /// Unique per process: holder of scan claims. `run` derives it from `--instance`.
+    #[arg(skip = format!("scanreport-operator-{:016x}", rand::random::<u64>()))]
     pub instance: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            namespaces: Vec::new(),
-            concurrency: 16,
-            default_max_in_flight: 4,
-            metadata_ttl: Duration::from_secs(300),
-            scan_timeout: Duration::from_secs(30 * 60),
-            queue_poll: Duration::from_secs(2),
-            stall_recheck: Duration::from_secs(300),
-            instance: format!("scanreport-operator-{:016x}", rand::random::<u64>()),
-        }
-    }
 }
 
 /// State shared by all reconciles.
@@ -169,35 +166,6 @@ impl Backoff {
 fn backoff_base(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(8);
     Duration::from_secs(1 << exponent).min(Duration::from_secs(300))
-}
-
-/// Go's `time.ParseDuration` format, as the CRD pattern admits it.
-pub fn parse_go_duration(raw: &str) -> Option<Duration> {
-    let mut rest = raw.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]

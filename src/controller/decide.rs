@@ -10,13 +10,13 @@ use rand::Rng;
 
 use super::status::Overall;
 use crate::api::{PendingRescan, ReportPhase, ReportStatus, ScanRequestStatus};
-use crate::jobs::Tuple;
+use crate::identity::ReportKey;
 use crate::store::ReportMeta;
 
 /// What steps 4–7 leave for one report.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub tuple: Tuple,
+    pub key: ReportKey,
     pub phase: ReportPhase,
     /// The stored report, if there is one.
     pub meta: Option<ReportMeta>,
@@ -152,7 +152,7 @@ pub fn overall(outcomes: &[Outcome], reports: &[ReportStatus]) -> Overall {
             reason: "ScanRejected".into(),
             message: format!(
                 "{}: {}",
-                f.tuple.mime_type,
+                f.key.mime_type,
                 f.message.clone().unwrap_or_default()
             ),
         },
@@ -253,7 +253,7 @@ pub(crate) mod tests {
 
     pub(crate) fn outcome(mime: &str, phase: ReportPhase, requeue: Option<u64>) -> Outcome {
         Outcome {
-            tuple: Tuple {
+            key: ReportKey {
                 digest: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
                 registration_uuid: uuid::Uuid::nil(),
                 mime_type: MimeType::parse(mime).unwrap(),

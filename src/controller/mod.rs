@@ -35,7 +35,7 @@ use kube::runtime::controller::Action;
 use tracing::Instrument;
 
 use crate::api::ScanRequest;
-pub use context::{Config, Context, MANAGER, parse_go_duration};
+pub use context::{Config, Context, MANAGER};
 pub use error::ReconcileError;
 use plan::Plan;
 use scan::ReportTask;
@@ -63,9 +63,9 @@ async fn pipeline(
         let plan = Plan::make(sr, ctx).await?;
         // 4–7. Per report: use the stored one, or scan, poll and store.
         let mut outcomes = Vec::with_capacity(plan.targets.len());
-        for tuple in &plan.targets {
-            let span = tracing::info_span!("report", report_id = %tuple.report_id(), mime_type = %tuple.mime_type);
-            let task = ReportTask::new(sr, &plan, tuple, ctx);
+        for key in &plan.targets {
+            let span = tracing::info_span!("report", report_id = %key.report_id(), mime_type = %key.mime_type);
+            let task = ReportTask::new(sr, &plan, key, ctx);
             outcomes.push(task.drive().instrument(span).await?);
         }
         Ok::<_, ReconcileError>((plan, outcomes))

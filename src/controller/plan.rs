@@ -14,15 +14,15 @@ use super::context::Context;
 use super::decide::{self, Rescan, RescanDemand};
 use super::error::ReconcileError;
 use crate::api::{ScanRequest, ScanRequestSpec};
+use crate::identity::ReportKey;
 use crate::identity::{Digest, MimeType};
-use crate::jobs::Tuple;
 use crate::scanner::RegistryAuthorization;
 
 /// What steps 1–3 work out.
 pub struct Plan {
     pub adapter: Arc<Adapter>,
     pub registration: Uuid,
-    pub targets: Vec<Tuple>,
+    pub targets: Vec<ReportKey>,
     pub registry_auth: Option<RegistryAuthorization>,
     pub rescan_after: Option<Duration>,
     pub rescan: Rescan,
@@ -65,12 +65,12 @@ fn targets(
     spec: &ScanRequestSpec,
     registration: Uuid,
     adapter: &Adapter,
-) -> Result<Vec<Tuple>, ReconcileError> {
+) -> Result<Vec<ReportKey>, ReconcileError> {
     let digest = Digest::parse(&spec.artifact.digest).map_err(|e| ReconcileError::InvalidSpec {
         field: "spec.artifact.digest".into(),
         message: e.to_string(),
     })?;
-    let mut targets: Vec<Tuple> = Vec::new();
+    let mut targets: Vec<ReportKey> = Vec::new();
     for (index, raw) in spec.report_mime_types.iter().enumerate() {
         let mime_type = MimeType::parse(raw).map_err(|e| ReconcileError::InvalidSpec {
             field: format!("spec.reportMimeTypes[{index}]"),
@@ -78,7 +78,7 @@ fn targets(
         })?;
         adapter.check_supported(index, &mime_type, spec.artifact.mime_type)?;
         if !targets.iter().any(|t| t.mime_type == mime_type) {
-            targets.push(Tuple {
+            targets.push(ReportKey {
                 digest: digest.clone(),
                 registration_uuid: registration,
                 mime_type,
@@ -94,8 +94,7 @@ pub fn parse_rescan_after(raw: &str) -> Result<Duration, ReconcileError> {
         field: "spec.rescanAfter".into(),
         message,
     };
-    let d = super::parse_go_duration(raw)
-        .ok_or_else(|| invalid(format!("{raw:?} is not a duration such as 90m or 24h")))?;
+    let d = crate::duration::parse(raw).map_err(|e| invalid(e.to_string()))?;
     if d < Duration::from_secs(60) {
         return Err(invalid(format!(
             "{raw:?} is shorter than the minimum of 1m"

@@ -11,15 +11,16 @@ use super::decide::{self, Outcome, StoredReport};
 use super::error::ReconcileError;
 use super::plan::Plan;
 use crate::api::{ReportPhase, ScanRequest};
-use crate::jobs::{Claim, JobState, Leases, Tuple};
+use crate::identity::ReportKey;
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::store::{Claim, JobState, Leases};
 use crate::store::{NewReport, ReportMeta, UpsertOutcome};
 
 /// One report of one ScanRequest, through steps 4–7.
 pub struct ReportTask<'a> {
     sr: &'a ScanRequest,
     plan: &'a Plan,
-    tuple: &'a Tuple,
+    key: &'a ReportKey,
     ctx: &'a Context,
     leases: Leases,
     /// The stored report, once read.
@@ -27,11 +28,11 @@ pub struct ReportTask<'a> {
 }
 
 impl<'a> ReportTask<'a> {
-    pub fn new(sr: &'a ScanRequest, plan: &'a Plan, tuple: &'a Tuple, ctx: &'a Context) -> Self {
+    pub fn new(sr: &'a ScanRequest, plan: &'a Plan, key: &'a ReportKey, ctx: &'a Context) -> Self {
         Self {
             sr,
             plan,
-            tuple,
+            key,
             ctx,
             leases: ctx.leases(&plan.adapter),
             stored: None,
@@ -41,7 +42,7 @@ impl<'a> ReportTask<'a> {
     /// Steps 4–7.
     pub async fn drive(mut self) -> Result<Outcome, ReconcileError> {
         let store = &self.ctx.store;
-        let report_id = self.tuple.report_id();
+        let report_id = self.key.report_id();
         let (meta, job, now) = store.tuple_state(report_id).await?;
         self.stored = meta;
 
@@ -80,7 +81,7 @@ impl<'a> ReportTask<'a> {
                     != sr.metadata.generation;
                 store
                     .request_scan(
-                        self.tuple,
+                        self.key,
                         demand,
                         retry_failed,
                         self.ctx.config.stall_recheck,
@@ -157,12 +158,12 @@ impl<'a> ReportTask<'a> {
 
     /// Step 5, having won the claim: submit the scan and record its id.
     async fn submit(self) -> Result<Outcome, ReconcileError> {
-        let (ctx, plan, tuple) = (self.ctx, self.plan, self.tuple);
-        let report_id = tuple.report_id();
+        let (ctx, plan, key) = (self.ctx, self.plan, self.key);
+        let report_id = key.report_id();
         let holder = &ctx.config.instance;
         let submitted = plan
             .adapter
-            .submit(&self.sr.spec, &tuple.mime_type, plan.registry_auth.as_ref())
+            .submit(&self.sr.spec, &key.mime_type, plan.registry_auth.as_ref())
             .await;
         match submitted {
             Ok(scan_id) => {
@@ -190,10 +191,10 @@ impl<'a> ReportTask<'a> {
                         sr,
                         EventType::Normal,
                         "ScanSubmitted",
-                        tuple.mime_type.as_str(),
+                        key.mime_type.as_str(),
                         format!(
                             "Submitted a scan of {} for {} to scanner {:?}",
-                            tuple.digest, tuple.mime_type, plan.adapter.name
+                            key.digest, key.mime_type, plan.adapter.name
                         ),
                     );
                 }
@@ -212,17 +213,15 @@ impl<'a> ReportTask<'a> {
     /// Steps 6–7: fetch the report; store it when it is there. `submitted_now`: the scan was
     /// submitted by this reconcile (the Event then tells both).
     async fn poll(self, scan_id: &str, submitted_now: bool) -> Result<Outcome, ReconcileError> {
-        let (ctx, tuple) = (self.ctx, self.tuple);
-        let report_id = tuple.report_id();
+        let (ctx, key) = (self.ctx, self.key);
+        let report_id = key.report_id();
         let pending = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
         let plan = self.plan;
         let scanner = &plan.adapter.name;
-        match plan.adapter.poll(scan_id, &tuple.mime_type).await {
+        match plan.adapter.poll(scan_id, &key.mime_type).await {
             Ok(Poll::Ready(report)) => {
                 let new = NewReport {
-                    digest: tuple.digest.clone(),
-                    registration_uuid: tuple.registration_uuid,
-                    mime_type: tuple.mime_type.clone(),
+                    key: key.clone(),
                     summary: report.summary.unwrap_or_default(),
                     report: report.body,
                     scanner_name: report.scanner.name,
@@ -251,7 +250,7 @@ impl<'a> ReportTask<'a> {
                         self.sr,
                         EventType::Normal,
                         "ReportStored",
-                        tuple.mime_type.as_str(),
+                        key.mime_type.as_str(),
                         format!(
                             "{} report {report_id} ({}) of {}",
                             if submitted_now {
@@ -259,13 +258,13 @@ impl<'a> ReportTask<'a> {
                             } else {
                                 "Stored"
                             },
-                            tuple.mime_type,
-                            tuple.digest
+                            key.mime_type,
+                            key.digest
                         ),
                     );
                 }
                 Ok(Outcome {
-                    tuple: tuple.clone(),
+                    key: key.clone(),
                     phase: ReportPhase::Ready,
                     meta,
                     message: None,
@@ -315,7 +314,7 @@ impl<'a> ReportTask<'a> {
             .inc();
         self.ctx
             .store
-            .fail(self.tuple.report_id(), holder_or_scan, &error)
+            .fail(self.key.report_id(), holder_or_scan, &error)
             .await?;
         let recheck = self.ctx.config.stall_recheck;
         Ok(self.outcome(ReportPhase::Failed, Some(error), Some(recheck)))
@@ -334,7 +333,7 @@ impl<'a> ReportTask<'a> {
         requeue: Option<Duration>,
     ) -> Outcome {
         Outcome {
-            tuple: self.tuple.clone(),
+            key: self.key.clone(),
             phase,
             meta: self.stored.clone(),
             message,

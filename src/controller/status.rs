@@ -162,13 +162,13 @@ pub fn degraded(
 /// The status entry of one report.
 pub fn report_status(o: &Outcome) -> ReportStatus {
     ReportStatus {
-        mime_type: o.tuple.mime_type.to_string(),
-        report_id: o.tuple.report_id().to_string(),
+        mime_type: o.key.mime_type.to_string(),
+        report_id: o.key.report_id().to_string(),
         phase: o.phase,
         summary: o
             .meta
             .as_ref()
-            .filter(|_| adapters::has_summary(&o.tuple.mime_type))
+            .filter(|_| adapters::has_summary(&o.key.mime_type))
             .map(|m| m.summary),
         generated_at: o.meta.as_ref().map(|m| k8s_time(m.generated_at)),
         scanner: o.meta.as_ref().map(|m| ScannerInfo {
@@ -297,10 +297,10 @@ mod tests {
 
     fn stored(o: &mut Outcome, generated_at: DateTime<Utc>) {
         o.meta = Some(ReportMeta {
-            id: o.tuple.report_id(),
-            digest: o.tuple.digest.to_string(),
-            registration_uuid: o.tuple.registration_uuid,
-            mime_type: o.tuple.mime_type.to_string(),
+            id: o.key.report_id(),
+            digest: o.key.digest.to_string(),
+            registration_uuid: o.key.registration_uuid,
+            mime_type: o.key.mime_type.to_string(),
             summary: SeveritySummary {
                 critical: 1,
                 high: 2,

@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use k8s_openapi::ByteString;
 use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::api::{ScannerAuth, ScannerAuthType};
@@ -26,20 +27,29 @@ pub const SECRET_TYPE_DOCKER_CFG: &str = "kubernetes.io/dockercfg";
 pub const SECRET_TYPE_BASIC_AUTH: &str = "kubernetes.io/basic-auth";
 pub const SECRET_TYPE_OPAQUE: &str = "Opaque";
 
-/// A credential. `Debug` and `Display` print `***`; [`Secret::expose`] is the only way in.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+/// A credential, held in a [`SecretString`] (zeroed when dropped). `Debug` and `Display` print
+/// `***`; [`Secret::expose`] is the only way in.
+#[derive(Clone, Default)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The credential itself: only for putting it on the wire.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

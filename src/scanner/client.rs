@@ -1,4 +1,4 @@
-//! HTTP client of one scanner adapter, and a TTL cache of adapter metadata.
+//! HTTP client of one scanner adapter: metadata, scan submission and report polling.
 //!
 //! The client follows the specification's content negotiation exactly (see `docs/scanner.md`):
 //! it never follows redirects (a 302 from the report endpoint means "not ready"), caps every
@@ -6,27 +6,24 @@
 //! [`ScannerError`]. TLS uses rustls with the `ring` provider, as kube does, so the process
 //! never has two crypto providers.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-use crate::api::{AdapterStatus, CapabilityStatus, ScannerInfo, ScannerSpec, SeveritySummary};
+use crate::api::{ScannerInfo, SeveritySummary};
 use crate::identity::{Digest, MimeType};
 
 use super::auth::{AdapterCredentials, RegistryAuthorization};
 use super::error::{Operation, ScannerError};
 use super::summary;
-use super::wire::{self, CAPABILITY_SBOM, CAPABILITY_VULNERABILITY, mime};
+use super::wire::{self, mime};
+
+use super::metadata::*;
+use super::redact::*;
+use super::tls::*;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,7 +36,6 @@ pub const MIN_REFRESH_AFTER: Duration = Duration::from_secs(1);
 pub const MAX_REFRESH_AFTER: Duration = Duration::from_secs(600);
 /// Error bodies are read only this far: enough for a message.
 const ERROR_BODY_LIMIT: u64 = 16 * 1024;
-const MAX_MESSAGE_CHARS: usize = 512;
 const MAX_SCAN_ID_LEN: usize = 1024;
 
 /// Timeouts and limits of an [`AdapterClient`].
@@ -61,189 +57,6 @@ impl Default for ClientOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             user_agent: concat!("scanreport-operator/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }
-    }
-}
-
-/// The specification level an adapter speaks, as far as the client must care.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApiLevel {
-    /// Specification v1.0 or v1.1: metadata 1.0, scan request 1.0, no capability types.
-    V1_0,
-    /// Specification v1.2: metadata 1.1 or typed capabilities; scan request 1.1 with
-    /// `enabled_capabilities`.
-    V1_2,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CapabilityKind {
-    Vulnerability,
-    Sbom,
-    /// A type from a newer specification; kept so that its MIME types are still usable.
-    Other(String),
-}
-
-impl CapabilityKind {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Vulnerability => CAPABILITY_VULNERABILITY,
-            Self::Sbom => CAPABILITY_SBOM,
-            Self::Other(s) => s,
-        }
-    }
-}
-
-/// One capability of the adapter, with MIME types as the adapter spells them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Capability {
-    pub kind: CapabilityKind,
-    pub consumes_mime_types: Vec<String>,
-    pub produces_mime_types: Vec<String>,
-    /// For SBOM capabilities: `additional_attributes.sbom_media_types`.
-    pub sbom_media_types: Vec<String>,
-}
-
-impl Capability {
-    /// The adapter's own spelling of `report`, when this capability produces it.
-    pub fn produced_spelling(&self, report: &MimeType) -> Option<&str> {
-        self.produces_mime_types
-            .iter()
-            .find(|m| same_mime(m, report))
-            .map(String::as_str)
-    }
-
-    /// Whether the capability accepts artifacts of this manifest MIME type. An adapter that
-    /// lists no consumed types is taken to accept any.
-    pub fn consumes(&self, artifact_mime_type: &str) -> bool {
-        let Ok(wanted) = MimeType::parse(artifact_mime_type) else {
-            return false;
-        };
-        self.consumes_mime_types.is_empty()
-            || self
-                .consumes_mime_types
-                .iter()
-                .any(|m| same_mime(m, &wanted))
-    }
-
-    /// The SBOM format to ask for: the first one the adapter lists that the specification knows,
-    /// else SPDX, which is what Harbor asks for.
-    pub fn preferred_sbom_media_type(&self) -> &'static str {
-        self.sbom_media_types
-            .iter()
-            .find_map(|m| match m.trim() {
-                mime::SBOM_SPDX_JSON => Some(mime::SBOM_SPDX_JSON),
-                mime::SBOM_CYCLONEDX_JSON => Some(mime::SBOM_CYCLONEDX_JSON),
-                _ => None,
-            })
-            .unwrap_or(mime::SBOM_SPDX_JSON)
-    }
-}
-
-/// What `GET /api/v1/metadata` said, interpreted.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdapterMetadata {
-    pub scanner: ScannerInfo,
-    pub capabilities: Vec<Capability>,
-    pub properties: BTreeMap<String, Value>,
-    pub api_level: ApiLevel,
-    /// The metadata MIME type the adapter answered with (canonical).
-    pub content_type: MimeType,
-}
-
-impl AdapterMetadata {
-    pub fn from_wire(meta: wire::ScannerAdapterMetadata, content_type: MimeType) -> Self {
-        let typed = meta
-            .capabilities
-            .iter()
-            .any(|c| c.capability_type.is_some());
-        let api_level = if typed || is(&content_type, mime::METADATA_1_1) {
-            ApiLevel::V1_2
-        } else {
-            ApiLevel::V1_0
-        };
-        let capabilities = meta
-            .capabilities
-            .into_iter()
-            .map(|c| Capability {
-                kind: match c.capability_type.as_deref() {
-                    None | Some(CAPABILITY_VULNERABILITY) => CapabilityKind::Vulnerability,
-                    Some(CAPABILITY_SBOM) => CapabilityKind::Sbom,
-                    Some(other) => CapabilityKind::Other(other.to_owned()),
-                },
-                sbom_media_types: c
-                    .additional_attributes
-                    .as_ref()
-                    .and_then(|a| a.get("sbom_media_types"))
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                consumes_mime_types: c.consumes_mime_types,
-                produces_mime_types: c.produces_mime_types,
-            })
-            .collect();
-        Self {
-            scanner: ScannerInfo {
-                name: meta.scanner.name,
-                vendor: meta.scanner.vendor,
-                version: meta.scanner.version,
-            },
-            capabilities,
-            properties: meta.properties,
-            api_level,
-            content_type,
-        }
-    }
-
-    /// The capability that produces `report`, compared in canonical form.
-    pub fn capability_for(&self, report: &MimeType) -> Option<&Capability> {
-        self.capabilities
-            .iter()
-            .find(|c| c.produced_spelling(report).is_some())
-    }
-
-    /// Every report MIME type the adapter produces, canonical, sorted, without duplicates.
-    pub fn offered_report_mime_types(&self) -> Vec<MimeType> {
-        let mut all: Vec<MimeType> = self
-            .capabilities
-            .iter()
-            .flat_map(|c| &c.produces_mime_types)
-            .filter_map(|m| MimeType::parse(m).ok())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    }
-
-    /// The scan request MIME type to send: 1.1 to v1.2 adapters (the version that carries
-    /// `enabled_capabilities`), 1.0 to older ones, which know no other.
-    pub fn scan_request_mime_type(&self) -> &'static str {
-        match self.api_level {
-            ApiLevel::V1_2 => mime::SCAN_REQUEST_1_1,
-            ApiLevel::V1_0 => mime::SCAN_REQUEST_1_0,
-        }
-    }
-
-    /// For a Scanner's `status.adapter`.
-    pub fn to_status(&self, fetched_at: Option<Time>) -> AdapterStatus {
-        AdapterStatus {
-            name: self.scanner.name.clone(),
-            vendor: self.scanner.vendor.clone(),
-            version: self.scanner.version.clone(),
-            capabilities: self
-                .capabilities
-                .iter()
-                .map(|c| CapabilityStatus {
-                    capability_type: c.kind.as_str().to_owned(),
-                    consumes_mime_types: c.consumes_mime_types.clone(),
-                    produces_mime_types: c.produces_mime_types.clone(),
-                })
-                .collect(),
-            fetched_at,
         }
     }
 }
@@ -353,15 +166,6 @@ impl AdapterClient {
             credentials,
             options,
         })
-    }
-
-    /// [`AdapterClient::new`] with a Scanner's `spec.url` and `spec.caBundle`.
-    pub fn for_scanner(
-        spec: &ScannerSpec,
-        credentials: AdapterCredentials,
-        options: ClientOptions,
-    ) -> Result<Self, ScannerError> {
-        Self::new(&spec.url, credentials, spec.ca_bundle.as_deref(), options)
     }
 
     /// The adapter's base URL, normalised; the key of the [`MetadataCache`].
@@ -677,95 +481,6 @@ pub(crate) fn classify_status(
     }
 }
 
-/// The scan request body and the handle to poll with, for one submission.
-pub(crate) fn build_scan_request(
-    metadata: &AdapterMetadata,
-    scan: &ScanSubmission,
-) -> Result<(wire::ScanRequest, ScanHandle), ScannerError> {
-    let report = &scan.report_mime_type;
-    let (capability, handle) = ScanHandle::target(metadata, String::new(), report)?;
-    if !capability.consumes(&scan.artifact_mime_type) {
-        return Err(ScannerError::ArtifactMimeTypeNotConsumed {
-            mime_type: scan.artifact_mime_type.clone(),
-            report_mime_type: report.to_string(),
-            consumed: list_or_none(capability.consumes_mime_types.iter()),
-        });
-    }
-    // Older adapters know no `enabled_capabilities` and may reject unknown fields; v1.2 adapters
-    // get exactly the one report this scan is for.
-    let enabled_capabilities = (metadata.api_level == ApiLevel::V1_2).then(|| {
-        vec![wire::EnabledCapability {
-            capability_type: capability.kind.as_str().to_owned(),
-            produces_mime_types: Some(vec![handle.accept.clone()]),
-            parameters: handle
-                .sbom_media_type
-                .as_ref()
-                .map(|m| wire::SbomParameters {
-                    sbom_media_types: vec![m.clone()],
-                }),
-        }]
-    });
-    let request = wire::ScanRequest {
-        registry: wire::Registry {
-            url: scan.registry_url.clone(),
-            authorization: scan
-                .registry_authorization
-                .as_ref()
-                .map(|a| a.as_secret().clone()),
-        },
-        artifact: wire::Artifact {
-            repository: scan.repository.clone(),
-            digest: scan.digest.as_str().to_owned(),
-            tag: scan.tag.clone(),
-            mime_type: scan.artifact_mime_type.clone(),
-        },
-        enabled_capabilities,
-    };
-    Ok((request, handle))
-}
-
-impl ScanHandle {
-    /// The handle to poll scan `id` for `report`, exactly as [`AdapterClient::submit_scan`]
-    /// returned it: for polling a scan whose id was stored elsewhere (another replica, a
-    /// restart).
-    pub fn resume(
-        metadata: &AdapterMetadata,
-        id: impl Into<String>,
-        report: &MimeType,
-    ) -> Result<Self, ScannerError> {
-        Self::target(metadata, id.into(), report).map(|(_, handle)| handle)
-    }
-
-    /// The capability that produces `report`, and the handle asking for it as the adapter
-    /// spells it (plus the SBOM format, for SBOM reports).
-    fn target<'m>(
-        metadata: &'m AdapterMetadata,
-        id: String,
-        report: &MimeType,
-    ) -> Result<(&'m Capability, Self), ScannerError> {
-        let not_offered = || ScannerError::ReportMimeTypeNotOffered {
-            mime_type: report.to_string(),
-            offered: list_or_none(metadata.offered_report_mime_types().iter()),
-        };
-        let capability = metadata.capability_for(report).ok_or_else(not_offered)?;
-        let accept = capability
-            .produced_spelling(report)
-            .ok_or_else(not_offered)?
-            .to_owned();
-        let sbom_media_type = (capability.kind == CapabilityKind::Sbom)
-            .then(|| capability.preferred_sbom_media_type().to_owned());
-        Ok((
-            capability,
-            Self {
-                id,
-                report_mime_type: report.clone(),
-                accept,
-                sbom_media_type,
-            },
-        ))
-    }
-}
-
 /// Parses `Refresh-After` (whole seconds) in full, clamped to
 /// [`MIN_REFRESH_AFTER`]..=[`MAX_REFRESH_AFTER`]; [`DEFAULT_REFRESH_AFTER`] when absent or not
 /// a number. Harbor parses it as an 8-bit integer; we do not, so 300 means 300.
@@ -834,15 +549,15 @@ fn without_charset(m: &MimeType) -> String {
         .join("; ")
 }
 
-fn is(m: &MimeType, expected: &str) -> bool {
+pub(super) fn is(m: &MimeType, expected: &str) -> bool {
     MimeType::parse(expected).is_ok_and(|e| &e == m)
 }
 
-fn same_mime(spelling: &str, canonical: &MimeType) -> bool {
+pub(super) fn same_mime(spelling: &str, canonical: &MimeType) -> bool {
     MimeType::parse(spelling).is_ok_and(|m| &m == canonical)
 }
 
-fn list_or_none<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+pub(super) fn list_or_none<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
     let items: Vec<String> = items.map(|i| i.to_string()).collect();
     if items.is_empty() {
         "none".into()
@@ -875,55 +590,6 @@ fn parse_report(mime_type: &MimeType, bytes: Vec<u8>) -> Result<Value, String> {
     Ok(value)
 }
 
-/// The message of an `ErrorResponse`, or the body's text; cleaned, shortened and with every
-/// known secret replaced by `***`, since adapters sometimes echo what they were sent.
-fn error_message(body: &[u8], secrets: &[String]) -> String {
-    let text = serde_json::from_slice::<wire::ErrorResponse>(body)
-        .ok()
-        .map(|e| e.error.message)
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let mut text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    // Longest first, so `user:password` goes whole before `password` alone.
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        text = text.replace(secret.as_str(), "***");
-    }
-    if text.chars().count() > MAX_MESSAGE_CHARS {
-        text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
-    }
-    text
-}
-
-/// What a registry authorization could show up as in an echo: the header value, its token and,
-/// for Basic, the decoded `user:password` and password.
-fn registry_secrets(auth: &RegistryAuthorization) -> Vec<String> {
-    let value = auth.as_secret().expose();
-    let mut out = vec![value.to_owned()];
-    if let Some((scheme, token)) = value.split_once(' ') {
-        out.push(token.to_owned());
-        if scheme.eq_ignore_ascii_case("basic")
-            && let Some(decoded) = STANDARD
-                .decode(token)
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-        {
-            if let Some((_, password)) = decoded.split_once(':') {
-                out.push(password.to_owned());
-            }
-            out.push(decoded);
-        }
-    }
-    out
-}
-
 enum ReadError {
     TooLarge,
     Transport(reqwest::Error),
@@ -945,7 +611,7 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
 }
 
 /// Checks the base URL: http(s), a host, no credentials, query or fragment.
-fn normalise_base_url(base_url: &str) -> Result<String, ScannerError> {
+pub(super) fn normalise_base_url(base_url: &str) -> Result<String, ScannerError> {
     let invalid = |reason: &str| ScannerError::InvalidUrl {
         url: redact_userinfo(base_url),
         reason: reason.to_owned(),
@@ -968,84 +634,6 @@ fn normalise_base_url(base_url: &str) -> Result<String, ScannerError> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// Replaces `user:password@` in a URL-like string with `***@`.
-fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let sep = if scheme.is_empty() { "" } else { "://" };
-            format!("{scheme}{sep}***{}", &rest[at..])
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// The rustls client configuration: `ring`, web PKI roots plus the Scanner's CA bundle.
-fn tls_config(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, ScannerError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(bundle) = ca_bundle.filter(|b| !b.trim().is_empty()) {
-        let invalid = |reason: String| ScannerError::InvalidCaBundle { reason };
-        let mut added = 0usize;
-        for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
-            let cert = cert.map_err(|e| invalid(format!("cannot parse PEM: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(invalid("no `CERTIFICATE` block found".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ScannerError::InvalidCaBundle {
-            reason: format!("TLS set-up failed: {e}"),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // reqwest leaves ALPN of a preconfigured config alone.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// A TLS failure that retrying will not fix (certificate, protocol or plain-HTTP peer), with its
-/// description.
-fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        let rustls_err = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(r) = rustls_err {
-            return matches!(
-                r,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-                    | rustls::Error::PeerIncompatible(_)
-                    | rustls::Error::InvalidMessage(_)
-                    | rustls::Error::InvalidCertRevocationList(_)
-            )
-            .then(|| r.to_string());
-        }
-        // io::Error::source skips the error it wraps; hyper nests io errors two deep.
-        current = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    None
-}
-
 /// An error and its sources, joined with `: `, repeated texts once.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -1058,65 +646,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         current = err.source();
     }
     parts.join(": ")
-}
-
-/// Adapter metadata cached per adapter URL for a TTL, so reconciles do not query the adapter
-/// each time. Concurrent misses for one adapter make one request; failures are not cached.
-#[derive(Debug)]
-pub struct MetadataCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
-}
-
-#[derive(Debug)]
-struct Cached {
-    fetched: Instant,
-    metadata: Arc<AdapterMetadata>,
-}
-
-impl MetadataCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The adapter's metadata, from the cache while younger than the TTL.
-    pub async fn get(&self, client: &AdapterClient) -> Result<Arc<AdapterMetadata>, ScannerError> {
-        let slot = {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            entries
-                .entry(client.base_url().to_owned())
-                .or_default()
-                .clone()
-        };
-        let mut slot = slot.lock().await;
-        if let Some(cached) = slot.as_ref()
-            && cached.fetched.elapsed() < self.ttl
-        {
-            return Ok(cached.metadata.clone());
-        }
-        let metadata = Arc::new(client.metadata().await?);
-        *slot = Some(Cached {
-            fetched: Instant::now(),
-            metadata: metadata.clone(),
-        });
-        Ok(metadata)
-    }
-
-    /// Forgets an adapter, e.g. when its Scanner changed or was deleted.
-    pub fn invalidate(&self, base_url: &str) {
-        let key = normalise_base_url(base_url).unwrap_or_else(|_| base_url.to_owned());
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-    }
 }
 
 #[cfg(test)]
@@ -1253,19 +782,6 @@ mod tests {
             matches!(err, ScannerError::ArtifactMimeTypeNotConsumed { .. }),
             "{err}"
         );
-    }
-
-    #[test]
-    fn metadata_to_status() {
-        let status = modern().to_status(None);
-        assert_eq!(status.name, "Trivy");
-        assert_eq!(status.capabilities.len(), 2);
-        assert_eq!(status.capabilities[1].capability_type, "sbom");
-        assert_eq!(
-            legacy().to_status(None).capabilities[0].capability_type,
-            "vulnerability"
-        );
-        assert_eq!(modern().offered_report_mime_types().len(), 3);
     }
 
     #[test]

@@ -10,29 +10,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
-use crate::identity::{self, Digest, MimeType};
-use crate::store::{ReportMeta, Store, StoreError};
+use super::reports::{decode_meta, meta_columns};
+use super::{ReportMeta, Store, StoreError};
+use crate::identity::ReportKey;
 
 /// Advisory-lock class for per-scanner queue decisions (ASCII "SCNQ").
 const QUEUE_LOCK_CLASS: i32 = 0x5343_4e51;
-
-/// The tuple a job scans.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuple {
-    pub digest: Digest,
-    pub registration_uuid: Uuid,
-    pub mime_type: MimeType,
-}
-
-impl Tuple {
-    pub fn report_id(&self) -> Uuid {
-        identity::report_id(&self.digest, &self.registration_uuid, &self.mime_type)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
@@ -106,73 +93,95 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The columns of `scan_job` a [`Job`] is read from (with `now() AS db_now`): the one list
+/// every read of a job selects, decoded by [`JobRow`].
+macro_rules! job_columns {
+    () => {
+        "report_id, state, scan_id, holder, lease_expires_at, next_poll_at, completed_at, \
+         attempts, last_error"
+    };
+}
+
+/// `$sql RETURNING` the job's columns and the database clock.
+macro_rules! returning_job {
+    ($sql:literal) => {
+        concat!($sql, " RETURNING ", job_columns!(), ", now() AS db_now")
+    };
+}
+
+/// A row of [`job_columns!`] and `db_now`.
+#[derive(FromRow)]
+struct JobRow {
+    report_id: Uuid,
+    state: String,
+    scan_id: Option<String>,
+    holder: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    next_poll_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    last_error: Option<String>,
+    db_now: DateTime<Utc>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: r.report_id,
+            reason,
+        };
+        let state = match r.state.as_str() {
+            "queued" => JobState::Queued,
+            "submitting" => JobState::Submitting {
+                holder: r.holder.clone().unwrap_or_default(),
+            },
+            "submitted" => JobState::Submitted {
+                scan_id: r
+                    .scan_id
+                    .clone()
+                    .ok_or_else(|| corrupt("submitted job without scan id".into()))?,
+                next_poll_at: r.next_poll_at.unwrap_or(r.db_now),
+            },
+            "done" => JobState::Done,
+            "failed" => JobState::Failed {
+                error: r.last_error.clone().unwrap_or_default(),
+            },
+            other => return Err(corrupt(format!("unknown job state {other:?}"))),
+        };
+        Ok(Job {
+            report_id: r.report_id,
+            state,
+            lease_expires_at: r.lease_expires_at,
+            completed_at: r.completed_at,
+            attempts: r.attempts,
+            now: r.db_now,
+        })
+    }
+}
+
+/// A job from a row that holds [`job_columns!`] and `db_now`; a row that does not decode is
+/// reported as a corrupt job.
 fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
     let report_id: Uuid = row
         .try_get("report_id")
-        .map_err(|source| StoreError::Query {
-            action: "decoding a scan job",
-            source,
-        })?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: report_id,
-        reason,
-    };
-    let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let state: String = row.try_get("state").map_err(get_err)?;
-    let now: DateTime<Utc> = row.try_get("db_now").map_err(get_err)?;
-    let state = match state.as_str() {
-        "queued" => JobState::Queued,
-        "submitting" => JobState::Submitting {
-            holder: row
-                .try_get::<Option<String>, _>("holder")
-                .map_err(get_err)?
-                .unwrap_or_default(),
-        },
-        "submitted" => JobState::Submitted {
-            scan_id: row
-                .try_get::<Option<String>, _>("scan_id")
-                .map_err(get_err)?
-                .ok_or_else(|| corrupt("submitted job without scan id".into()))?,
-            next_poll_at: row
-                .try_get::<Option<DateTime<Utc>>, _>("next_poll_at")
-                .map_err(get_err)?
-                .unwrap_or(now),
-        },
-        "done" => JobState::Done,
-        "failed" => JobState::Failed {
-            error: row
-                .try_get::<Option<String>, _>("last_error")
-                .map_err(get_err)?
-                .unwrap_or_default(),
-        },
-        other => return Err(corrupt(format!("unknown job state {other:?}"))),
-    };
-    Ok(Job {
-        report_id,
-        state,
-        lease_expires_at: row.try_get("lease_expires_at").map_err(get_err)?,
-        completed_at: row.try_get("completed_at").map_err(get_err)?,
-        attempts: row.try_get("attempts").map_err(get_err)?,
-        now,
-    })
-}
-
-macro_rules! returning_job {
-    ($sql:literal) => {
-        concat!(
-            $sql,
-            " RETURNING report_id, state, scan_id, holder, lease_expires_at, next_poll_at, ",
-            "completed_at, attempts, last_error, now() AS db_now"
-        )
-    };
+        .map_err(StoreError::query_err("decoding a scan job"))?;
+    JobRow::from_row(row)
+        .map_err(|e| StoreError::Corrupt {
+            id: report_id,
+            reason: e.to_string(),
+        })?
+        .try_into()
 }
 
 impl Store {
-    /// The job of a tuple, if any.
+    /// The job of a report id, if any.
     pub async fn job(&self, report_id: Uuid) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
-            "SELECT report_id, state, scan_id, holder, lease_expires_at, next_poll_at, ",
-            "completed_at, attempts, last_error, now() AS db_now FROM scan_job WHERE report_id = $1"
+            "SELECT ",
+            job_columns!(),
+            ", now() AS db_now FROM scan_job WHERE report_id = $1"
         ))
         .bind(report_id)
         .fetch_optional(self.pool())
@@ -187,17 +196,15 @@ impl Store {
         &self,
         report_id: Uuid,
     ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
-        let row = sqlx::query(
-            "SELECT now() AS db_now, r.id, r.digest, r.registration_uuid, r.mime_type, \
-               r.critical_cnt, r.high_cnt, r.medium_cnt, r.low_cnt, r.unknown_cnt, r.none_cnt, \
-               r.fixable_cnt, r.scanner_name, r.scanner_vendor, r.scanner_version, \
-               r.generated_at, r.created_at, r.updated_at, \
-               j.report_id, j.state, j.scan_id, j.holder, j.lease_expires_at, j.next_poll_at, \
-               j.completed_at, j.attempts, j.last_error \
-             FROM (SELECT 1) AS one \
-             LEFT JOIN scan_report r ON r.id = $1 \
-             LEFT JOIN scan_job j ON j.report_id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
+             LEFT JOIN (SELECT ",
+            meta_columns!(),
+            " FROM scan_report WHERE id = $1) AS r ON true \
+             LEFT JOIN (SELECT ",
+            job_columns!(),
+            " FROM scan_job WHERE report_id = $1) AS j ON true"
+        ))
         .bind(report_id)
         .fetch_one(self.pool())
         .await
@@ -205,7 +212,7 @@ impl Store {
         let q = StoreError::query_err("decoding a report and its scan job");
         let now: DateTime<Utc> = row.try_get("db_now").map_err(q)?;
         let meta = match row.try_get::<Option<Uuid>, _>("id").map_err(q)? {
-            Some(_) => Some(crate::store::meta_from_row(&row)?),
+            Some(_) => Some(decode_meta(&row)?),
             None => None,
         };
         let job = match row.try_get::<Option<Uuid>, _>("report_id").map_err(q)? {
@@ -215,15 +222,7 @@ impl Store {
         Ok((meta, job, now))
     }
 
-    /// The database clock, so that every replica compares times on one clock.
-    pub async fn now(&self) -> Result<DateTime<Utc>, StoreError> {
-        sqlx::query_scalar("SELECT now()")
-            .fetch_one(self.pool())
-            .await
-            .map_err(StoreError::query_err("reading the database clock"))
-    }
-
-    /// Asks for a scan of `tuple` that completes after `needed_after` (`None`: any completed
+    /// Asks for a scan of `key` that completes after `needed_after` (`None`: any completed
     /// scan is too old, as when no report is stored).
     ///
     /// Creates a queued job, or re-queues a done one whose last completion is older than
@@ -232,7 +231,7 @@ impl Store {
     /// refreshed and it is returned unchanged otherwise.
     pub async fn request_scan(
         &self,
-        tuple: &Tuple,
+        key: &ReportKey,
         needed_after: Option<DateTime<Utc>>,
         retry_failed: bool,
         failed_retry_after: Duration,
@@ -254,10 +253,10 @@ impl Store {
                 OR (j.state = 'done' AND (j.completed_at IS NULL OR j.completed_at < $6)) \
                 OR (j.state = 'failed' AND ($7 OR j.updated_at < now() - make_interval(secs => $8)))"
         ))
-        .bind(tuple.report_id())
-        .bind(tuple.registration_uuid)
-        .bind(tuple.digest.as_str())
-        .bind(tuple.mime_type.as_str())
+        .bind(key.report_id())
+        .bind(key.registration_uuid)
+        .bind(key.digest.as_str())
+        .bind(key.mime_type.as_str())
         .bind(secs(leases.queue))
         .bind(needed_after.unwrap_or(DateTime::<Utc>::MAX_UTC))
         .bind(retry_failed)
@@ -268,13 +267,10 @@ impl Store {
         match row {
             Some(row) => job_from_row(&row),
             // Nothing to change: the job is in flight, done recently enough, or failed.
-            None => self
-                .job(tuple.report_id())
-                .await?
-                .ok_or(StoreError::Corrupt {
-                    id: tuple.report_id(),
-                    reason: "scan job vanished while requesting a scan".into(),
-                }),
+            None => self.job(key.report_id()).await?.ok_or(StoreError::Corrupt {
+                id: key.report_id(),
+                reason: "scan job vanished while requesting a scan".into(),
+            }),
         }
     }
 
@@ -404,7 +400,7 @@ impl Store {
         Ok(took.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
     }
 
-    /// The adapter no longer knows `scan_id` (404): queue the tuple again, keeping its place.
+    /// The adapter no longer knows `scan_id` (404): queue the report id again, keeping its place.
     pub async fn requeue_lost(
         &self,
         report_id: Uuid,

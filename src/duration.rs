@@ -1,0 +1,120 @@
+//! Go-style durations (`30s`, `5m`, `1h30m`, as Kubernetes and the CRDs spell them), parsed
+//! once at the boundary with [`kube::core::Duration`]: flags, `spec.rescanAfter` and a
+//! Scanner's `spec.requestTimeout`.
+//!
+//! `kube::core::Duration` panics on values that overflow and accepts signs inside the text; the
+//! bounds below reject such input first, so no input can panic the process.
+
+use std::time::Duration;
+
+/// The longest duration text accepted (the CRDs allow 64 characters).
+const MAX_LEN: usize = 64;
+/// Integer digits per number: with at most [`MAX_LEN`] characters, the sum of all parts stays
+/// far below what a [`Duration`] holds.
+const MAX_INTEGER_DIGITS: usize = 9;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{raw:?} is not a duration such as 30s, 5m or 1h30m: {reason}")]
+pub struct DurationError {
+    pub raw: String,
+    pub reason: String,
+}
+
+/// Parses a non-negative Go duration. Surrounding whitespace is ignored.
+pub fn parse(raw: &str) -> Result<Duration, DurationError> {
+    let invalid = |reason: &str| DurationError {
+        raw: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if text.len() > MAX_LEN {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == 'µ')
+    {
+        return Err(invalid(
+            "only numbers and the units ns, us, ms, s, m and h are allowed (no sign)",
+        ));
+    }
+    let too_big = text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|number| number.split('.').next().unwrap_or("").len() > MAX_INTEGER_DIGITS);
+    if too_big {
+        return Err(invalid("a number has more than 9 digits before the point"));
+    }
+    // A bare number is not a duration (Go accepts only "0"; so did this operator never).
+    if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(invalid("a unit is missing"));
+    }
+    text.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| invalid(&e.to_string()))
+}
+
+/// [`parse`] for clap's `value_parser`.
+pub fn parse_flag(raw: &str) -> Result<Duration, String> {
+    parse(raw).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn go_durations_parse() {
+        let cases = [
+            ("30s", 30.0),
+            ("5m", 300.0),
+            ("1h30m", 5400.0),
+            ("1.5h", 5400.0),
+            ("250ms", 0.25),
+            ("10us", 0.000_01),
+            ("10µs", 0.000_01),
+            ("100ns", 0.000_000_1),
+            (" 2m ", 120.0),
+            ("0s", 0.0),
+        ];
+        for (raw, secs) in cases {
+            let d = parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert!((d.as_secs_f64() - secs).abs() < 1e-9, "{raw}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_durations_are_errors_that_name_the_input() {
+        for raw in [
+            "", "  ", "5", "0", "5x", "m", "-5m", "+5m", "1h-5m", "1e5h", "5 m", "1..5h", "NaNh",
+            "infh",
+        ] {
+            let e = parse(raw).expect_err(raw);
+            assert!(e.to_string().contains(&format!("{raw:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for raw in [
+            "9999999999h",
+            "99999999999999999999999h",
+            &"999999999h".repeat(7),
+            &"1h".repeat(40),
+        ] {
+            assert!(parse(raw).is_err(), "{raw}");
+        }
+        let largest = "999999999h".repeat(6);
+        assert!(parse(&largest).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn no_text_panics(raw in "[0-9.a-zµμ+ -]{0,70}") {
+            let _ = parse(&raw);
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Reports in `scan_report`: the race-free upsert and the reads, one column list for the
+//! metadata ([`meta_columns!`]) decoded by one row type.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::api::SeveritySummary;
+use crate::identity::{Digest, ReportKey};
+
+/// Advisory-lock class for per-report serialisation (ASCII "SCNR"); the two-key lock space never
+/// collides with sqlx's single-key migration lock.
+pub const REPORT_LOCK_CLASS: i32 = 0x5343_4e52;
+
+/// A report to store. The id is derived from the key by the store itself, so no caller can
+/// pair a key with a foreign id.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub key: ReportKey,
+    /// The report as the adapter sent it: validated JSON text, stored without re-encoding.
+    pub report: Box<serde_json::value::RawValue>,
+    pub summary: SeveritySummary,
+    pub scanner_name: String,
+    pub scanner_vendor: String,
+    pub scanner_version: String,
+    pub generated_at: DateTime<Utc>,
+}
+
+impl NewReport {
+    pub fn id(&self) -> Uuid {
+        self.key.report_id()
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Inserted,
+    Updated,
+    /// The stored report was generated at the same time or later; it was kept unchanged.
+    KeptExisting,
+}
+
+impl UpsertOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inserted => "inserted",
+            Self::Updated => "updated",
+            Self::KeptExisting => "kept_existing",
+        }
+    }
+}
+
+/// A stored report without its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportMeta {
+    pub id: Uuid,
+    pub digest: String,
+    pub registration_uuid: Uuid,
+    pub mime_type: String,
+    pub summary: SeveritySummary,
+    pub scanner_name: String,
+    pub scanner_vendor: String,
+    pub scanner_version: String,
+    pub generated_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReport {
+    pub meta: ReportMeta,
+    pub report: serde_json::Value,
+}
+
+// One statement, three guarantees:
+// * The CTE takes a transaction-scoped advisory lock on the report id before the INSERT runs.
+//   ON CONFLICT only arbitrates its target index; a concurrent *first* insert would otherwise
+//   fail on the other unique index (the primary key) with 23505. Serialised writers of one tuple
+//   instead find the committed row and take the DO UPDATE path.
+// * DO UPDATE only when the incoming report is strictly newer: an older one never overwrites.
+// * `xmax = 0` tells an insert from an update; no row returned means the existing one was kept.
+pub const UPSERT_SQL: &str = r#"
+WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text)))
+INSERT INTO scan_report AS r (
+    id, digest, registration_uuid, mime_type, report,
+    critical_cnt, high_cnt, medium_cnt, low_cnt, unknown_cnt, none_cnt, fixable_cnt,
+    scanner_name, scanner_vendor, scanner_version, generated_at)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17 FROM serialise
+ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
+    report = EXCLUDED.report,
+    critical_cnt = EXCLUDED.critical_cnt, high_cnt = EXCLUDED.high_cnt,
+    medium_cnt = EXCLUDED.medium_cnt, low_cnt = EXCLUDED.low_cnt,
+    unknown_cnt = EXCLUDED.unknown_cnt, none_cnt = EXCLUDED.none_cnt,
+    fixable_cnt = EXCLUDED.fixable_cnt,
+    scanner_name = EXCLUDED.scanner_name, scanner_vendor = EXCLUDED.scanner_vendor,
+    scanner_version = EXCLUDED.scanner_version,
+    generated_at = EXCLUDED.generated_at,
+    updated_at = now()
+WHERE r.generated_at < EXCLUDED.generated_at
+RETURNING (xmax = 0) AS inserted, created_at, updated_at
+"#;
+
+/// The metadata columns of `scan_report` (everything but the report body): the one list every
+/// read of report metadata selects, decoded by [`MetaRow`].
+macro_rules! meta_columns {
+    () => {
+        "id, digest, registration_uuid, mime_type, critical_cnt, high_cnt, medium_cnt, \
+         low_cnt, unknown_cnt, none_cnt, fixable_cnt, scanner_name, scanner_vendor, \
+         scanner_version, generated_at, created_at, updated_at"
+    };
+}
+pub(crate) use meta_columns;
+
+/// A row of [`meta_columns!`].
+#[derive(FromRow)]
+struct MetaRow {
+    id: Uuid,
+    digest: String,
+    registration_uuid: Uuid,
+    mime_type: String,
+    critical_cnt: i64,
+    high_cnt: i64,
+    medium_cnt: i64,
+    low_cnt: i64,
+    unknown_cnt: i64,
+    none_cnt: i64,
+    fixable_cnt: i64,
+    scanner_name: String,
+    scanner_vendor: String,
+    scanner_version: String,
+    generated_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<MetaRow> for ReportMeta {
+    fn from(r: MetaRow) -> Self {
+        Self {
+            id: r.id,
+            digest: r.digest,
+            registration_uuid: r.registration_uuid,
+            mime_type: r.mime_type,
+            summary: SeveritySummary {
+                critical: r.critical_cnt,
+                high: r.high_cnt,
+                medium: r.medium_cnt,
+                low: r.low_cnt,
+                unknown: r.unknown_cnt,
+                none: r.none_cnt,
+                fixable: r.fixable_cnt,
+            },
+            scanner_name: r.scanner_name,
+            scanner_vendor: r.scanner_vendor,
+            scanner_version: r.scanner_version,
+            generated_at: r.generated_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Report metadata from a row that holds [`meta_columns!`]; a row that does not decode is
+/// reported as a corrupt report.
+pub(crate) fn decode_meta(row: &PgRow) -> Result<ReportMeta, StoreError> {
+    let id: Uuid = row
+        .try_get("id")
+        .map_err(StoreError::query_err("decoding a report id"))?;
+    MetaRow::from_row(row)
+        .map(ReportMeta::from)
+        .map_err(|e| StoreError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })
+}
+
+impl Store {
+    /// Inserts or updates the report of its tuple; see [`UPSERT_SQL`] for the guarantees.
+    pub async fn upsert(&self, report: &NewReport) -> Result<(Uuid, UpsertOutcome), StoreError> {
+        let (outcome, _) = self.write(report).await?;
+        Ok((report.id(), outcome))
+    }
+
+    /// [`Store::upsert`], then the metadata of the row that is stored now: the written one, or
+    /// the newer one that was kept (read back only in that case).
+    pub async fn upsert_and_read(
+        &self,
+        report: &NewReport,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        match self.write(report).await? {
+            (outcome, Some(meta)) => Ok((outcome, Some(meta))),
+            (outcome, None) => Ok((outcome, self.get_meta(report.id()).await?)),
+        }
+    }
+
+    /// The upsert; the metadata of the row when this call wrote it.
+    async fn write(
+        &self,
+        report: &NewReport,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        let id = report.id();
+        let s = &report.summary;
+        // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
+        let generated_at = report.generated_at.trunc_subsecs(6);
+        let row = sqlx::query(UPSERT_SQL)
+            .bind(id)
+            .bind(report.key.digest.as_str())
+            .bind(report.key.registration_uuid)
+            .bind(report.key.mime_type.as_str())
+            .bind(sqlx::types::Json(&*report.report))
+            .bind(s.critical)
+            .bind(s.high)
+            .bind(s.medium)
+            .bind(s.low)
+            .bind(s.unknown)
+            .bind(s.none)
+            .bind(s.fixable)
+            .bind(&report.scanner_name)
+            .bind(&report.scanner_vendor)
+            .bind(&report.scanner_version)
+            .bind(REPORT_LOCK_CLASS)
+            .bind(generated_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query_err("upserting a report"))?;
+        let Some(row) = row else {
+            return Ok((UpsertOutcome::KeptExisting, None));
+        };
+        let corrupt = |e: sqlx::Error| StoreError::Corrupt {
+            id,
+            reason: e.to_string(),
+        };
+        let outcome = if row.try_get::<bool, _>("inserted").map_err(corrupt)? {
+            UpsertOutcome::Inserted
+        } else {
+            UpsertOutcome::Updated
+        };
+        let meta = ReportMeta {
+            id,
+            digest: report.key.digest.to_string(),
+            registration_uuid: report.key.registration_uuid,
+            mime_type: report.key.mime_type.to_string(),
+            summary: report.summary,
+            scanner_name: report.scanner_name.clone(),
+            scanner_vendor: report.scanner_vendor.clone(),
+            scanner_version: report.scanner_version.clone(),
+            generated_at,
+            created_at: row.try_get("created_at").map_err(corrupt)?,
+            updated_at: row.try_get("updated_at").map_err(corrupt)?,
+        };
+        Ok((outcome, Some(meta)))
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            meta_columns!(),
+            ", report FROM scan_report WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query_err("reading a report"))?;
+        row.map(|row| {
+            let meta = decode_meta(&row)?;
+            let report = row.try_get("report").map_err(|e| StoreError::Corrupt {
+                id,
+                reason: e.to_string(),
+            })?;
+            Ok(StoredReport { meta, report })
+        })
+        .transpose()
+    }
+
+    /// Metadata of the report of one tuple, if stored.
+    pub async fn get_meta(&self, id: Uuid) -> Result<Option<ReportMeta>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM scan_report WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query_err("reading report metadata"))?;
+        row.as_ref().map(decode_meta).transpose()
+    }
+
+    /// The report of a key. Looks up by the derived id, which the key determines.
+    pub async fn get_by_key(&self, key: &ReportKey) -> Result<Option<StoredReport>, StoreError> {
+        self.get(key.report_id()).await
+    }
+
+    /// Metadata of every report of a digest, ordered by registration and MIME type.
+    pub async fn list_by_digest(&self, digest: &Digest) -> Result<Vec<ReportMeta>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM scan_report WHERE digest = $1 ORDER BY registration_uuid, mime_type"
+        ))
+        .bind(digest.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query_err("listing reports"))?;
+        rows.iter().map(decode_meta).collect()
+    }
+}
