@@ -1,19 +1,75 @@
-//! Prometheus metrics in the OpenMetrics text format, served at `/metrics`.
+//! Prometheus metrics in the OpenMetrics text format, served at `/metrics`. Callers use the
+//! methods of [`Metrics`] with typed label values; the metric families stay private.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Label values as typed enums, each with the exact text it is exported as.
+macro_rules! label_value {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&self.as_str(), encoder)
+            }
+        }
+    };
+}
+
+label_value! {
+    /// How a reconcile went.
+    ReconcileResult {
+        Ok => "ok",
+        /// A permanent error: the request is stalled.
+        Stalled => "stalled",
+        /// A transient error: retried with backoff.
+        Retry => "retry",
+        /// An API write failed; the controller backs off.
+        Error => "error",
+    }
+}
+
+label_value! {
+    /// What an upsert did (see `store::UpsertOutcome`).
+    Upsert {
+        Inserted => "inserted",
+        Updated => "updated",
+        KeptExisting => "kept_existing",
+    }
+}
+
+label_value! {
+    /// The API a failed call went to.
+    ApiSource {
+        Postgres => "postgres",
+        Kubernetes => "kubernetes",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `ok`, `stalled` (permanent error), `retry` (transient error) or `error` (an API write
-    /// failed; the controller backs off).
-    pub result: &'static str,
+    pub result: ReconcileResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,31 +79,29 @@ pub struct ScannerLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `inserted`, `updated` or `kept_existing`.
-    pub outcome: &'static str,
+    pub outcome: Upsert,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `postgres` or `kubernetes`.
-    pub source: &'static str,
+    pub source: ApiSource,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
-    pub reconciles: Family<ResultLabels, Counter>,
-    pub reconcile_duration: Histogram,
-    pub scans_submitted: Family<ScannerLabels, Counter>,
-    pub scans_completed: Family<ScannerLabels, Counter>,
-    pub scans_failed: Family<ScannerLabels, Counter>,
-    pub scan_latency: HistogramFamily<ScannerLabels>,
-    pub scans_in_flight: Family<ScannerLabels, Gauge>,
-    pub scans_queued: Family<ScannerLabels, Gauge>,
-    pub upserts: Family<OutcomeLabels, Counter>,
-    pub errors: Family<ErrorLabels, Counter>,
-    pub leader: Gauge,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    scans_submitted: Family<ScannerLabels, Counter>,
+    scans_completed: Family<ScannerLabels, Counter>,
+    scans_failed: Family<ScannerLabels, Counter>,
+    scan_latency: HistogramFamily<ScannerLabels>,
+    scans_in_flight: Family<ScannerLabels, Gauge>,
+    scans_queued: Family<ScannerLabels, Gauge>,
+    upserts: Family<OutcomeLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    leader: Gauge,
 }
 
 fn scan_latency_histogram() -> Histogram {
@@ -126,13 +180,13 @@ impl Default for Metrics {
             leader.clone(),
         );
         // Every known label value starts at zero, so that rates and alerts work from the start.
-        for result in ["ok", "stalled", "retry", "error"] {
+        for &result in ReconcileResult::ALL {
             let _ = reconciles.get_or_create(&ResultLabels { result });
         }
-        for outcome in ["inserted", "updated", "kept_existing"] {
+        for &outcome in Upsert::ALL {
             let _ = upserts.get_or_create(&OutcomeLabels { outcome });
         }
-        for source in ["postgres", "kubernetes"] {
+        for &source in ApiSource::ALL {
             let _ = errors.get_or_create(&ErrorLabels { source });
         }
         Self {
@@ -153,14 +207,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn scanner(name: &str) -> ScannerLabels {
+    fn scanner(name: &str) -> ScannerLabels {
         ScannerLabels {
             scanner: name.to_owned(),
         }
     }
 
     /// Starts the per-scanner series of a newly seen scanner at zero.
-    pub fn scanner_seen(&self, name: &str) {
+    fn scanner_seen(&self, name: &str) {
         let labels = Self::scanner(name);
         let _ = self.scans_submitted.get_or_create(&labels);
         let _ = self.scans_completed.get_or_create(&labels);
@@ -168,15 +222,62 @@ impl Metrics {
         let _ = self.scan_latency.get_or_create(&labels);
     }
 
-    pub fn reconciled(&self, result: &'static str, took: Duration) {
+    /// Times one reconcile; recorded when the timer is dropped, if it was given a result.
+    pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            started: Instant::now(),
+            result: None,
+        }
+    }
+
+    fn reconciled(&self, result: ReconcileResult, took: Duration) {
         self.reconciles
             .get_or_create(&ResultLabels { result })
             .inc();
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
-    pub fn api_error(&self, source: &'static str) {
+    pub fn api_error(&self, source: ApiSource) {
         self.errors.get_or_create(&ErrorLabels { source }).inc();
+    }
+
+    pub fn scan_submitted(&self, scanner: &str) {
+        self.scans_submitted
+            .get_or_create(&Self::scanner(scanner))
+            .inc();
+    }
+
+    /// A scan completed, `took` after its submission.
+    pub fn scan_completed(&self, scanner: &str, took: Duration) {
+        let labels = Self::scanner(scanner);
+        self.scans_completed.get_or_create(&labels).inc();
+        self.scan_latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn scan_failed(&self, scanner: &str) {
+        self.scans_failed
+            .get_or_create(&Self::scanner(scanner))
+            .inc();
+    }
+
+    pub fn upserted(&self, outcome: Upsert) {
+        self.upserts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Scans in flight and queued on one scanner, across replicas.
+    pub fn scanner_load(&self, scanner: &str, in_flight: i64, queued: i64) {
+        self.scanner_seen(scanner);
+        let labels = Self::scanner(scanner);
+        self.scans_in_flight.get_or_create(&labels).set(in_flight);
+        self.scans_queued.get_or_create(&labels).set(queued);
+    }
+
+    /// Whether this replica holds the leader lease.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// The OpenMetrics text exposition.
@@ -185,5 +286,74 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Records one reconcile (count by result, duration) when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    result: Option<ReconcileResult>,
+}
+
+impl ReconcileTimer<'_> {
+    pub fn set_result(&mut self, result: ReconcileResult) {
+        self.result = Some(result);
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        // A reconcile cancelled before it finished (shutdown) is not counted.
+        if let Some(result) = self.result {
+            self.metrics.reconciled(result, self.started.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_timer_counts_once_with_its_result_and_a_cancelled_one_not_at_all() {
+        let metrics = Metrics::default();
+        {
+            let mut timer = metrics.reconcile_timer();
+            timer.set_result(ReconcileResult::Stalled);
+        }
+        {
+            let _cancelled = metrics.reconcile_timer();
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"scanreport_reconciles_total{result="stalled"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanreport_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_exported_as_before() {
+        let metrics = Metrics::default();
+        metrics.upserted(Upsert::KeptExisting);
+        metrics.api_error(ApiSource::Postgres);
+        metrics.scan_completed("trivy", Duration::from_secs(3));
+        metrics.scanner_load("trivy", 2, 5);
+        metrics.set_leader(true);
+        let text = metrics.encode();
+        for expected in [
+            r#"scanreport_report_upserts_total{outcome="kept_existing"} 1"#,
+            r#"scanreport_api_errors_total{source="postgres"} 1"#,
+            r#"scanreport_scans_completed_total{scanner="trivy"} 1"#,
+            r#"scanreport_scans_in_flight{scanner="trivy"} 2"#,
+            r#"scanreport_scans_queued{scanner="trivy"} 5"#,
+            "scanreport_leader 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
     }
 }

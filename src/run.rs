@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Context};
-use crate::metrics::Metrics;
+use crate::metrics::{ApiSource, Metrics};
 use crate::store::{PoolConfig, Store, redact_url};
 use crate::{Error, http};
 
@@ -134,7 +134,7 @@ async fn lead(
     let mut lost = false;
     if acquired {
         tracing::info!("acquired the leader lease; reconciling");
-        metrics.leader.set(1);
+        metrics.set_leader(true);
         ready.send_replace(false);
         let stop = shutdown.child_token();
         let run = controller::run(ctx, stop.clone(), ready);
@@ -151,7 +151,7 @@ async fn lead(
                 }
             }
         }
-        metrics.leader.set(0);
+        metrics.set_leader(false);
     }
     // Dropping the receiver makes the lease task release the lease, so that a standby takes
     // over at once instead of after the lease duration.
@@ -178,17 +178,9 @@ async fn report_scanner_load(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
         for (name, registration) in ctx.adapters.known() {
             match ctx.store.scanner_load(registration).await {
-                Ok((in_flight, queued)) => {
-                    ctx.metrics.scanner_seen(&name);
-                    let labels = Metrics::scanner(&name);
-                    ctx.metrics
-                        .scans_in_flight
-                        .get_or_create(&labels)
-                        .set(in_flight);
-                    ctx.metrics.scans_queued.get_or_create(&labels).set(queued);
-                }
+                Ok((in_flight, queued)) => ctx.metrics.scanner_load(&name, in_flight, queued),
                 Err(e) => {
-                    ctx.metrics.api_error("postgres");
+                    ctx.metrics.api_error(ApiSource::Postgres);
                     tracing::debug!(error = %e, "cannot count scans in flight");
                 }
             }

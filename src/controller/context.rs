@@ -118,7 +118,7 @@ impl Context {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             if let Err(e) = recorder.publish(&event, &reference).await {
-                metrics.api_error("kubernetes");
+                metrics.api_error(crate::metrics::ApiSource::Kubernetes);
                 tracing::warn!(error = %e, reason = %event.reason, "cannot publish event");
             }
         });

@@ -35,6 +35,7 @@ use kube::runtime::controller::Action;
 use tracing::Instrument;
 
 use crate::api::ScanRequest;
+use crate::metrics::{ApiSource, ReconcileResult};
 pub use context::{Config, Context, MANAGER};
 pub use error::ReconcileError;
 use plan::Plan;
@@ -44,12 +45,13 @@ pub use watch::run;
 // `scanrequest`, not `name`: JSON logs already use `name` for the span's own name.
 #[tracing::instrument(skip_all, fields(namespace = %sr.namespace().unwrap_or_default(), scanrequest = %sr.name_any()))]
 pub async fn reconcile(sr: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let started = std::time::Instant::now();
+    let mut timer = ctx.metrics.reconcile_timer();
     let (result, label) = pipeline(&sr, &ctx).await;
-    ctx.metrics.reconciled(
-        if result.is_err() { "error" } else { label },
-        started.elapsed(),
-    );
+    timer.set_result(if result.is_err() {
+        ReconcileResult::Error
+    } else {
+        label
+    });
     result
 }
 
@@ -57,7 +59,7 @@ pub async fn reconcile(sr: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<Action
 async fn pipeline(
     sr: &ScanRequest,
     ctx: &Context,
-) -> (Result<Action, ReconcileError>, &'static str) {
+) -> (Result<Action, ReconcileError>, ReconcileResult) {
     let steps = async {
         // 1–3. Resolve the Scanner, validate, compute the report ids.
         let plan = Plan::make(sr, ctx).await?;
@@ -85,13 +87,17 @@ async fn pipeline(
             if result.is_ok() {
                 ctx.backoff.forget(&sr.into());
             }
-            (result, "ok")
+            (result, ReconcileResult::Ok)
         }
         Err(e) => {
-            let label = if e.is_permanent() { "stalled" } else { "retry" };
+            let label = if e.is_permanent() {
+                ReconcileResult::Stalled
+            } else {
+                ReconcileResult::Retry
+            };
             match &e {
-                ReconcileError::Database(_) => ctx.metrics.api_error("postgres"),
-                ReconcileError::Kube { .. } => ctx.metrics.api_error("kubernetes"),
+                ReconcileError::Database(_) => ctx.metrics.api_error(ApiSource::Postgres),
+                ReconcileError::Kube { .. } => ctx.metrics.api_error(ApiSource::Kubernetes),
                 _ => {}
             }
             (status::degrade(sr, ctx, e).await, label)
@@ -101,7 +107,7 @@ async fn pipeline(
 
 /// Errors that escape `reconcile` are Kubernetes API failures (a status write); back off.
 pub fn error_policy(sr: Arc<ScanRequest>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    ctx.metrics.api_error("kubernetes");
+    ctx.metrics.api_error(ApiSource::Kubernetes);
     let delay = ctx.backoff.failed(sr.as_ref().into());
     tracing::warn!(error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

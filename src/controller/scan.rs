@@ -12,7 +12,7 @@ use super::error::ReconcileError;
 use super::plan::Plan;
 use crate::api::{ReportPhase, ScanRequest};
 use crate::identity::ReportKey;
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::Upsert;
 use crate::store::{Claim, JobState, Leases};
 use crate::store::{NewReport, ReportMeta, UpsertOutcome};
 
@@ -168,10 +168,7 @@ impl<'a> ReportTask<'a> {
         match submitted {
             Ok(scan_id) => {
                 tracing::info!(scan_id, "scan submitted");
-                ctx.metrics
-                    .scans_submitted
-                    .get_or_create(&Metrics::scanner(&plan.adapter.name))
-                    .inc();
+                ctx.metrics.scan_submitted(&plan.adapter.name);
                 if !ctx
                     .store
                     .record_submission(report_id, holder, &scan_id, &self.leases)
@@ -230,19 +227,13 @@ impl<'a> ReportTask<'a> {
                     generated_at: report.generated_at,
                 };
                 let (upserted, meta) = ctx.store.upsert_and_read(&new).await?;
-                ctx.metrics
-                    .upserts
-                    .get_or_create(&OutcomeLabels {
-                        outcome: upserted.as_str(),
-                    })
-                    .inc();
+                ctx.metrics.upserted(match upserted {
+                    UpsertOutcome::Inserted => Upsert::Inserted,
+                    UpsertOutcome::Updated => Upsert::Updated,
+                    UpsertOutcome::KeptExisting => Upsert::KeptExisting,
+                });
                 if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
-                    let labels = Metrics::scanner(scanner);
-                    ctx.metrics.scans_completed.get_or_create(&labels).inc();
-                    ctx.metrics
-                        .scan_latency
-                        .get_or_create(&labels)
-                        .observe(took.as_secs_f64());
+                    ctx.metrics.scan_completed(scanner, took);
                 }
                 tracing::info!(outcome = upserted.as_str(), "report stored");
                 if upserted != UpsertOutcome::KeptExisting {
@@ -307,11 +298,7 @@ impl<'a> ReportTask<'a> {
         let plan = self.plan;
         let scanner = &plan.adapter.name;
         let error = ReconcileError::scanner(scanner, e).to_string();
-        self.ctx
-            .metrics
-            .scans_failed
-            .get_or_create(&Metrics::scanner(scanner))
-            .inc();
+        self.ctx.metrics.scan_failed(scanner);
         self.ctx
             .store
             .fail(self.key.report_id(), holder_or_scan, &error)
