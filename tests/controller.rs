@@ -305,6 +305,48 @@ async fn kubectl_apply_of_the_examples_reaches_ready() {
         .unwrap();
 }
 
+/// Scanner changes reach every controller (one per watched namespace) through the one shared
+/// Scanner watch, deletions included: a ready request only reconciles again when its Scanner
+/// changes, so stalling and healing here can only come from that fan-out.
+#[tokio::test]
+async fn a_deleted_scanner_stalls_its_requests_in_every_namespace_and_a_new_one_heals_them() {
+    let f = fixture("scanner-gone", DevScannerConfig::default()).await;
+    let a = fresh_namespace(&f.client, "scanner-gone-a").await;
+    let b = fresh_namespace(&f.client, "scanner-gone-b").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&a, &b], &[]);
+    let d = digest();
+    for ns in [&a, &b] {
+        create(&f.client, ns, &request("app", &f.scanner, &d, &[VULN])).await;
+    }
+    for ns in [&a, &b] {
+        wait_ready(&f.client, ns, "app").await;
+    }
+
+    Api::<Scanner>::all(f.client.clone())
+        .delete(&f.scanner, &DeleteParams::default())
+        .await
+        .unwrap();
+    for ns in [&a, &b] {
+        wait_condition(&f.client, ns, "app", "Stalled", "does not exist").await;
+    }
+
+    // Stalled requests look again only every 20 s (--stall-recheck); the new Scanner's event
+    // heals them well before that.
+    create_scanner(&f.client, &f.scanner, f.adapter.base_url()).await;
+    for ns in [&a, &b] {
+        let api = Api::<ScanRequest>::namespaced(f.client.clone(), ns);
+        eventually(
+            &format!("{ns}/app ready again soon after its Scanner is back"),
+            Duration::from_secs(12),
+            || {
+                let api = api.clone();
+                async move { api.get("app").await.ok().filter(is_ready) }
+            },
+        )
+        .await;
+    }
+}
+
 use serde::Deserialize as _;
 
 #[tokio::test]

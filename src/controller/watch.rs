@@ -10,9 +10,35 @@ use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 
+use tokio::sync::broadcast;
+
 use super::context::Context;
 use super::{error_policy, reconcile};
 use crate::api::{ScanRequest, Scanner};
+
+/// Scanner changes buffered per controller; Scanners change rarely, so a controller that falls
+/// this far behind has missed a burst and catches up at its next requeue.
+const SCANNER_FANOUT: usize = 1024;
+
+/// The Scanner changes of the shared watch, as a controller trigger stream.
+fn subscribe(
+    changes: &broadcast::Sender<Scanner>,
+) -> impl futures::Stream<Item = Result<Scanner, watcher::Error>> + Send + 'static {
+    futures::stream::unfold(changes.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(scanner) => return Some((Ok(scanner), rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "missed Scanner changes; requests catch up at their next requeue"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
 
 /// Runs the controller until `shutdown` resolves: one watch per namespace (or one for all),
 /// each re-reconciling the ScanRequests that name a Scanner when that Scanner changes.
@@ -27,16 +53,27 @@ pub async fn run(
     } else {
         ctx.config.namespaces.iter().cloned().map(Some).collect()
     };
-    // One watch cache of Scanners for look-ups; each controller also watches Scanners to map a
-    // changed Scanner to the ScanRequests that name it.
+    // One Scanner watch for the process: it fills the cache reconciles look Scanners up in, and
+    // fans every changed or deleted Scanner out to each controller, which maps it to the
+    // ScanRequests that name it. (kube's shared reflector streams do not pass deletions on, and
+    // a deleted Scanner must stall its requests at once.)
     let (scanner_reader, scanner_writer) = reflector::store();
+    let (scanner_changes, _) = broadcast::channel::<Scanner>(SCANNER_FANOUT);
+    let fanout = scanner_changes.clone();
     let scanner_cache = watcher(
         Api::<Scanner>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(scanner_writer)
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects()
+    .for_each(move |scanner| {
+        if let Ok(scanner) = scanner {
+            // No receiver yet (start-up) is fine: every request is reconciled at start.
+            let _ = fanout.send(scanner);
+        }
+        futures::future::ready(())
+    });
     let scanner_cache = tokio::spawn(async move {
         tokio::select! {
             () = scanner_cache => {}
@@ -85,19 +122,15 @@ pub async fn run(
         );
         stores.requests.push(sr_store.clone());
         let controller = controller
-            .watches(
-                Api::<Scanner>::all(ctx.client.clone()),
-                watcher::Config::default(),
-                move |scanner: Scanner| {
-                    let name = scanner.name_any();
-                    sr_store
-                        .state()
-                        .into_iter()
-                        .filter(|sr| sr.spec.scanner == name)
-                        .map(|sr| ObjectRef::from(sr.as_ref()))
-                        .collect::<Vec<_>>()
-                },
-            )
+            .watches_stream(subscribe(&scanner_changes), move |scanner: Scanner| {
+                let name = scanner.name_any();
+                sr_store
+                    .state()
+                    .into_iter()
+                    .filter(|sr| sr.spec.scanner == name)
+                    .map(|sr| ObjectRef::from(sr.as_ref()))
+                    .collect::<Vec<_>>()
+            })
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|res| async move {
