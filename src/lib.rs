@@ -12,11 +12,12 @@
 //! * `scanner::metadata`: adapter metadata, capability targeting, scan request building, `MetadataCache`.
 //! * `scanner::tls`: the client's rustls configuration and TLS failure classification.
 //! * `scanner::redact`: secrets scrubbed from adapter messages, user information from URLs.
-//! * `scanner::auth`: adapter and registry credentials (held with `secrecy`) from Secret data.
+//! * `scanner::auth`: adapter and registry credentials as the client holds them (with `secrecy`).
 //! * `scanner::summary`, `scanner::wire`, `scanner::error`: severity counts, the spec's JSON bodies, `ScannerError`.
 //! * `controller`: the driver: `reconcile` reads as the 8 steps, `error_policy`.
 //! * `controller::context`: `Config` (the `run` flags), `Context`, per-object `Backoff`, Events.
 //! * `controller::plan`: steps 1–3: resolve the Scanner, validate, registry credentials, rescan demand.
+//! * `controller::credentials`: adapter and registry credentials from Kubernetes Secret data.
 //! * `controller::adapters`: the Scanner cache look-up, adapter clients per Scanner, the Scanner status.
 //! * `controller::scan`: steps 4–7 for one report: `ReportTask` (`drive`, `submit`, `poll`, `reject`).
 //! * `controller::decide`: the pure decisions: stored report, in-flight phase, overall state, rescans, requeue.

@@ -28,7 +28,7 @@ use crate::identity::{self, MimeType};
 use crate::scanner::wire::mime;
 use crate::scanner::{
     AdapterClient, AdapterMetadata, ClientOptions, MetadataCache, RegistryAuthorization,
-    ReportPoll, ScanHandle, ScanSubmission, ScannerError, adapter_credentials_from_secret,
+    ReportPoll, ScanHandle, ScanSubmission, ScannerError,
 };
 
 /// Whether reports of this MIME type carry severity counts (the raw report's format is the
@@ -313,13 +313,14 @@ impl Adapters {
             ),
             None => None,
         };
-        let credentials =
-            adapter_credentials_from_secret(scanner.spec.auth.as_ref(), secret.as_ref()).map_err(
-                |source| ReconcileError::ScannerAuthInvalid {
-                    scanner: name.clone(),
-                    source,
-                },
-            )?;
+        let credentials = super::credentials::adapter_credentials_from_secret(
+            scanner.spec.auth.as_ref(),
+            secret.as_ref(),
+        )
+        .map_err(|source| ReconcileError::ScannerAuthInvalid {
+            scanner: name.clone(),
+            source,
+        })?;
         let options = ClientOptions {
             request_timeout,
             ..ClientOptions::default()

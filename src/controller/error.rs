@@ -3,7 +3,8 @@
 //! Permanent errors stall the ScanRequest (`Stalled=True`) until it or a referenced object
 //! changes; transient ones are retried with exponential backoff (`Reconciling=True`).
 
-use crate::scanner::{CredentialsError, ScannerError};
+use super::credentials::CredentialsError;
+use crate::scanner::ScannerError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

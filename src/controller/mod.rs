@@ -12,6 +12,7 @@
 //! Steps and their state live in their own modules:
 //! * [`context`]: settings, shared clients, per-object backoff, Events.
 //! * [`plan`]: steps 1–3 (resolve, validate, credentials, rescan demand).
+//! * [`credentials`]: adapter and registry credentials from Kubernetes Secrets.
 //! * [`adapters`]: step 1's Scanner resolution, adapter client cache and Scanner status.
 //! * [`scan`]: steps 4–7 for one report ([`scan::ReportTask`]).
 //! * [`decide`]: the pure decisions (stored report, phase, overall state, rescans, requeue).
@@ -21,6 +22,7 @@
 
 pub mod adapters;
 pub mod context;
+pub mod credentials;
 pub mod decide;
 pub mod error;
 pub mod plan;

@@ -123,7 +123,7 @@ async fn registry_authorization(
             namespace: namespace.clone(),
             name: secret_ref.name.clone(),
         })?;
-    crate::scanner::registry_authorization_from_secret(&secret, &sr.spec.registry.url)
+    super::credentials::registry_authorization_from_secret(&secret, &sr.spec.registry.url)
         .map(Some)
         .map_err(|source| ReconcileError::SecretInvalid {
             namespace,

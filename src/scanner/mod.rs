@@ -6,8 +6,8 @@
 //!   built from it, and the [`MetadataCache`].
 //! * [`tls`]: the client's rustls configuration and TLS failure classification.
 //! * [`redact`]: secrets scrubbed from adapter messages, user information from URLs.
-//! * [`auth`]: adapter credentials from a Scanner's Secret and registry credentials from a
-//!   ScanRequest's Secret, both wrapped so that they never print.
+//! * [`auth`]: adapter and registry credentials as the client holds them, wrapped so that they
+//!   never print (the controller reads them from Secrets).
 //! * [`summary`]: severity counts of vulnerability reports.
 //! * [`error`]: [`ScannerError`], classified transient or permanent for the controller.
 //!
@@ -24,10 +24,7 @@ pub mod summary;
 pub mod tls;
 pub mod wire;
 
-pub use auth::{
-    AdapterCredentials, CredentialsError, RegistryAuthorization, Secret, adapter_credentials,
-    adapter_credentials_from_secret, registry_authorization, registry_authorization_from_secret,
-};
+pub use auth::{AdapterCredentials, RegistryAuthorization, Secret};
 pub use client::{AdapterClient, ClientOptions, Report, ReportPoll, ScanHandle, ScanSubmission};
 pub use error::{Operation, ScannerError};
 pub use metadata::{AdapterMetadata, ApiLevel, Capability, CapabilityKind, MetadataCache};

@@ -35,12 +35,12 @@ use devscanner::{
     FaultKind, FaultRule,
 };
 use scanreport_operator::api::{ScannerAuth, ScannerAuthType};
+use scanreport_operator::controller::credentials::adapter_credentials;
 use scanreport_operator::identity::{Digest, MimeType};
 use scanreport_operator::scanner::wire::mime;
 use scanreport_operator::scanner::{
     AdapterClient, AdapterCredentials, AdapterMetadata, ApiLevel, ClientOptions, MetadataCache,
     RegistryAuthorization, Report, ReportPoll, ScanHandle, ScanSubmission, ScannerError,
-    adapter_credentials,
 };
 
 pub(crate) const REPORT_TYPES: [&str; 4] = [
