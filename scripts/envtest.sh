@@ -113,6 +113,8 @@ log "about 10 minutes on 2 cores when the Go caches are cold; build log: $BUILD_
 
 # Progress: `go build -v` prints each package as it is compiled.
 (
+    # Not the lock: a heartbeat outliving a failed build must not keep others waiting.
+    exec 9>&-
     while sleep 30 && kill -0 $$ 2>/dev/null; do
         log "      ... $(grep -c '^[a-z]' "$BUILD_LOG" 2>/dev/null || echo 0) packages compiled ($(elapsed) elapsed)"
     done
