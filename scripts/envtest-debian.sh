@@ -214,6 +214,7 @@ log "[4/5] building kube-apiserver (make WHAT=cmd/kube-apiserver); about 6 minut
 mkdir -p "$SRC/.go/src/k8s.io" "$WORK/home"
 ln -s ../../.. "$SRC/.go/src/k8s.io/kubernetes"
 (
+    exec 9>&-
     while sleep 60 && kill -0 $$ 2>/dev/null; do log "      ... still building ($(elapsed) elapsed)"; done
 ) &
 HEARTBEAT_PID=$!
