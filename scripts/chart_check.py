@@ -36,9 +36,9 @@ RELEASE_NAMESPACE = "scanning"
 FULLNAME = f"{RELEASE}-scanreport-operator"
 # Cluster-scoped objects carry the release namespace too.
 CLUSTER_NAME = f"{RELEASE_NAMESPACE}-{FULLNAME}"
-# The oldest and the newest Kubernetes versions kubernetes-validate has schemas of; the chart's
-# kubeVersion is >=1.25.
-KUBE_VERSIONS = ["1.25.0", "1.37.0"]
+# The oldest and the newest Kubernetes versions the chart supports (kubeVersion >=1.33: CEL rules
+# and selectableFields in the CRDs, k8s-openapi 0.29's range).
+KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 
 # What the operator may do, as (API group, resource, verbs): derived from src/controller/ and
 # proven necessary and sufficient by tests/rbac.rs. Changing the chart's rules means changing

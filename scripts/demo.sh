@@ -42,6 +42,8 @@ bin=target/debug/scanreport-operator
 log "local control plane: kube-apiserver + etcd (built once and cached; see docs/envtest.md)"
 KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
+# The kubectl built with the apiserver, when there is one: same version, no skew warnings.
+[[ -x $KUBEBUILDER_ASSETS/kubectl ]] && export PATH="$KUBEBUILDER_ASSETS:$PATH"
 target/debug/examples/control-plane "$work/kubeconfig" 2>"$work/control-plane.log" &
 pids+=($!)
 for _ in $(seq 1 180); do

@@ -4,6 +4,7 @@
 #
 #   DATABASE_URL        use this PostgreSQL instead of a throwaway cluster
 #   KUBEBUILDER_ASSETS  directory with kube-apiserver and etcd (see docs/envtest.md)
+#   KSTATUS_BIN         the tools/kstatus helper (see scripts/kstatus.sh)
 #   Extra arguments are passed to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +20,14 @@ else
   log "using DATABASE_URL from the environment"
 fi
 
-# The test control plane: built once (about 5 minutes), then cached. See docs/envtest.md.
+# The test control plane: built once from Go modules (about 10 minutes), then cached. See docs/envtest.md.
 log "envtest binaries (kube-apiserver + etcd)"
 KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
+log "$("$KUBEBUILDER_ASSETS/kube-apiserver" --version), $("$KUBEBUILDER_ASSETS/etcd" --version | head -n 1)"
+# The kstatus helper (Flux's status library) for tests/kstatus.rs.
+KSTATUS_BIN="$(scripts/kstatus.sh)"
+export KSTATUS_BIN
 
 log "cargo fmt --check"
 cargo fmt --check

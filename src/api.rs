@@ -1,15 +1,22 @@
 //! The `scanreport.io/v1alpha1` API: `ScanRequest` (namespaced) and `Scanner` (cluster-scoped).
 //!
-//! Every check that matters is expressed as OpenAPI validation so that the API server rejects bad
-//! input at admission, even servers that ignore CEL rules. The controller validates again in code.
+//! Every check that matters is expressed in the schema so that the API server rejects bad input at
+//! admission: OpenAPI patterns and bounds first, CEL rules (`x-kubernetes-validations`) for what
+//! patterns cannot say (duration bounds, cross-field rules, immutability). The controller
+//! validates again in code. The CRDs need Kubernetes 1.33 or newer ([`MIN_KUBERNETES_VERSION`]).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "scanreport.io";
 pub const VERSION: &str = "v1alpha1";
+/// The oldest Kubernetes the CRDs work on: CEL rules and `selectableFields` are GA since 1.32,
+/// and k8s-openapi 0.29 speaks 1.33 to 1.37. Also in the CRD annotation below and the chart.
+pub const MIN_KUBERNETES_VERSION: &str = "1.33";
+/// The CRD annotation that states [`MIN_KUBERNETES_VERSION`].
+pub const MIN_KUBERNETES_VERSION_ANNOTATION: &str = "scanreport.io/minimum-kubernetes-version";
 
 /// Default report MIME type: Harbor's vulnerability report, schema 1.1.
 pub const DEFAULT_REPORT_MIME_TYPE: &str =
@@ -36,7 +43,7 @@ pub const CONDITION_RECONCILING: &str = "Reconciling";
 pub const CONDITION_STALLED: &str = "Stalled";
 
 /// Asks for the reports of one artifact from one scanner.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "scanreport.io",
     version = "v1alpha1",
@@ -52,8 +59,14 @@ pub const CONDITION_STALLED: &str = "Stalled";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Critical","type":"integer","jsonPath":".status.summary.critical"}"#,
     printcolumn = r#"{"name":"High","type":"integer","jsonPath":".status.summary.high"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    selectable = ".spec.artifact.digest",
+    selectable = ".spec.scanner",
+    annotation("scanreport.io/minimum-kubernetes-version", "1.33")
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.rescanAfter) || (duration(self.rescanAfter) >= duration('1m') && duration(self.rescanAfter) <= duration('8760h'))"
+).message("spec.rescanAfter must be a duration from 1m to 8760h (365 days), such as 24h").field_path(".rescanAfter").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRequestSpec {
     /// Name of the cluster-scoped `Scanner` to use.
@@ -238,7 +251,7 @@ pub struct ScannerInfo {
 }
 
 /// A Harbor Pluggable Scanner Adapter endpoint.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "scanreport.io",
     version = "v1alpha1",
@@ -251,8 +264,15 @@ pub struct ScannerInfo {
     printcolumn = r#"{"name":"Adapter","type":"string","jsonPath":".status.adapter.name"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.adapter.version"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    annotation("scanreport.io/minimum-kubernetes-version", "1.33")
 )]
+#[x_kube(validation = Rule::new(
+    "duration(self.requestTimeout) >= duration('1s') && duration(self.requestTimeout) <= duration('15m')"
+).message("spec.requestTimeout must be a duration from 1s to 15m, such as 30s").field_path(".requestTimeout").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(
+    "has(self.registrationUUID) == has(oldSelf.registrationUUID) && (!has(self.registrationUUID) || self.registrationUUID == oldSelf.registrationUUID)"
+).message("spec.registrationUUID cannot be changed, added or removed: every stored report id derives from it; create a new Scanner instead").field_path(".registrationUUID").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct ScannerSpec {
     /// Adapter base URL; the client appends `/api/v1/...`.
@@ -289,7 +309,11 @@ fn default_request_timeout() -> String {
     "30s".to_owned()
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.type == 'None' || has(self.secretRef)")
+    .message("spec.auth.secretRef is required unless spec.auth.type is None").field_path(".secretRef").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type != 'APIKey' || has(self.header)")
+    .message("spec.auth.header is required when spec.auth.type is APIKey").field_path(".header").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct ScannerAuth {
     /// `None`, `Basic` (Secret keys `username`, `password`), `Bearer` (key `token`) or

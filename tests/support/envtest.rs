@@ -201,9 +201,18 @@ impl TestEnv {
 
     /// `kubectl` preconfigured with this control plane's kubeconfig and a
     /// private discovery cache (so `~/.kube/cache` is neither used nor
-    /// polluted). Uses `$KUBECTL` if set.
+    /// polluted). Uses `$KUBECTL` if set, else the `kubectl` built with the
+    /// apiserver (same version), else the one on `PATH`.
     pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new(std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into()));
+        let bundled = self.assets.join("kubectl");
+        let program = std::env::var_os("KUBECTL").unwrap_or_else(|| {
+            if bundled.is_file() {
+                bundled.into_os_string()
+            } else {
+                "kubectl".into()
+            }
+        });
+        let mut cmd = Command::new(program);
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
