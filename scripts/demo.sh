@@ -17,7 +17,7 @@ case "${1:-}" in
   *) die "usage: scripts/demo.sh [--keep]" ;;
 esac
 
-ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client openssl:openssl
+ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client
 
 work=$(mktemp -d /tmp/scanreport-demo.XXXXXX)
 pids=()

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
-ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client openssl:openssl
+ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client
 
 trap pg_stop EXIT
 trap 'exit 130' INT TERM

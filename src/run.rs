@@ -97,6 +97,17 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     result
 }
 
+/// The field manager of this replica's Lease writes: unique per replica, at most 128 bytes (a
+/// longer instance name is replaced by its UUIDv5, which stays unique).
+fn lease_field_manager(instance: &str) -> String {
+    let manager = format!("{}-lease/{instance}", controller::MANAGER);
+    if manager.len() <= 128 {
+        return manager;
+    }
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, instance.as_bytes());
+    format!("{}-lease/{id}", controller::MANAGER)
+}
+
 /// Waits for the leader lease, reconciles while holding it, and releases it on shutdown.
 /// Losing the lease ends the process with an error, so that the pod restarts as a standby.
 async fn lead(
@@ -114,7 +125,10 @@ async fn lead(
         .with_identity(instance)
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .with_field_manager(format!("{}-lease", controller::MANAGER))
+        // Exclusive locking rests on server-side apply conflicts between field managers, so each
+        // replica needs its own: with one shared manager two replicas starting together both
+        // "acquired" the lease.
+        .with_field_manager(lease_field_manager(instance))
         .build()
         .await
         .map_err(Error::Lease)?;
@@ -201,5 +215,19 @@ async fn wait_for_signal() {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the operator");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_field_manager;
+
+    #[test]
+    fn each_replica_writes_the_lease_with_its_own_field_manager() {
+        assert_ne!(lease_field_manager("pod-a"), lease_field_manager("pod-b"));
+        let long_a = format!("{}a", "x".repeat(200));
+        let long_b = format!("{}b", "x".repeat(200));
+        assert!(lease_field_manager(&long_a).len() <= 128);
+        assert_ne!(lease_field_manager(&long_a), lease_field_manager(&long_b));
     }
 }

@@ -427,48 +427,44 @@ fn apiserver_minor_version(bin: &Path) -> anyhow::Result<u32> {
         })
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("running openssl (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// A CA, a serving certificate for 127.0.0.1/localhost signed by it, and an
-/// RSA key for service-account tokens.
+/// ECDSA P-256 key for service-account tokens (ES256), all made in-process
+/// with rcgen.
 fn generate_pki(pki: &Path) -> anyhow::Result<()> {
-    fs::write(
-        pki.join("server.ext"),
-        "basicConstraints = critical, CA:FALSE\n\
-         keyUsage = critical, digitalSignature, keyEncipherment\n\
-         extendedKeyUsage = serverAuth\n\
-         subjectAltName = IP:127.0.0.1, DNS:localhost\n",
-    )?;
-    #[rustfmt::skip]
-    let steps: [&[&str]; 5] = [
-        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-          "-days", "7", "-subj", "/CN=scanreport-envtest-ca",
-          "-addext", "basicConstraints=critical,CA:TRUE",
-          "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-          "-subj", "/CN=kube-apiserver"],
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-          "-set_serial", "2", "-days", "7", "-extfile", "server.ext", "-out", "server.crt"],
-        &["genrsa", "-out", "sa.key", "2048"],
-        &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"],
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "scanreport-envtest-ca");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
     ];
-    for args in steps {
-        openssl(pki, args)?;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+
+    let sa_key = KeyPair::generate()?;
+    for (name, pem) in [
+        ("ca.crt", ca_cert.pem()),
+        ("server.crt", server_cert.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("sa.key", sa_key.serialize_pem()),
+        ("sa.pub", sa_key.public_key_pem()),
+    ] {
+        fs::write(pki.join(name), pem).with_context(|| format!("writing {name}"))?;
     }
     Ok(())
 }
