@@ -19,6 +19,8 @@ pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;
+pub mod redact;
+pub mod registry;
 pub mod run;
 pub mod scanner;
 pub mod store;
