@@ -67,6 +67,18 @@ impl Redactor {
         Self { needles, flexible }
     }
 
+    /// A redactor for the secrets of registry `credentials`.
+    pub fn for_credentials(credentials: &crate::registry::RegistryCredentials) -> Self {
+        use secrecy::ExposeSecret;
+        let pair = match credentials {
+            crate::registry::RegistryCredentials::Basic { username, password } => {
+                Some((username.expose_secret(), password.expose_secret()))
+            }
+            _ => None,
+        };
+        Self::new(credentials.secrets(), pair)
+    }
+
     /// `text` with every secret, `Basic`/`Bearer` credential and URL user-info replaced by
     /// [`MARK`]. Whitespace is left as it is.
     pub fn scrub(&self, text: &str) -> String {
@@ -263,6 +275,18 @@ mod tests {
         // Also when the peer collapsed or re-wrapped it before echoing.
         assert!(!r.scrub("got pa ss").contains("pa ss"));
         assert_eq!(r.scrub("got pa\n\tss!"), "got ***!");
+    }
+
+    #[test]
+    fn a_redactor_for_registry_credentials_scrubs_user_password_and_basic_form() {
+        let creds = crate::registry::RegistryCredentials::Basic {
+            username: "robot$team".into(),
+            password: "pw with  spaces".into(),
+        };
+        let r = Redactor::for_credentials(&creds);
+        let basic = STANDARD.encode("robot$team:pw with  spaces");
+        let out = r.scrub(&format!("user robot$team pw with  spaces auth {basic}"));
+        assert_eq!(out, "user *** *** auth ***");
     }
 
     #[test]

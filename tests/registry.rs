@@ -360,12 +360,18 @@ async fn token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("robot:right")
     );
-    if headers
+    let hostile = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("robot:hostile")
+    );
+    let sent = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        == Some(&expected)
-    {
+        .and_then(|v| v.to_str().ok());
+    if sent == Some(&expected) {
         axum::Json(serde_json::json!({ "token": TOKEN })).into_response()
+    } else if sent == Some(&hostile) {
+        // A token no HTTP header can carry: the OCI client's own requests would panic on it.
+        axum::Json(serde_json::json!({ "token": "line\nbreak" })).into_response()
     } else {
         StatusCode::UNAUTHORIZED.into_response()
     }
@@ -489,6 +495,13 @@ async fn the_bearer_token_flow_proves_access_only_with_the_right_credentials() {
         assert!(matches!(err, AccessError::Denied { .. }), "{err}");
     }
     assert!(fake.token_requests.load(Ordering::SeqCst) >= 4);
+    // A `registrytoken` from a Docker config is sent as the bearer token itself.
+    let token = RegistryCredentials::Bearer {
+        token: TOKEN.into(),
+    };
+    prove_access(&ep, "team/app", &digest, &token, &options())
+        .await
+        .unwrap();
     server.abort();
 }
 
@@ -511,6 +524,12 @@ async fn hostile_registry_answers_are_bounded_verified_and_not_followed() {
         .await
         .unwrap_err();
     assert!(matches!(err, AccessError::DigestMismatch { .. }), "{err}");
+
+    let err = prove_access(&ep, "team/app", &wanted, &robot("hostile"), &options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AccessError::InvalidToken { .. }), "{err}");
+    assert_eq!(err.reason(), "RegistryMisbehaving");
 
     let err = prove_access(&ep, "hostile/redirect", &wanted, &right, &options())
         .await

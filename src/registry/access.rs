@@ -211,6 +211,10 @@ pub enum AccessError {
     )]
     MissingDigest { registry: String, reference: String },
     #[error(
+        "the token service of the registry {registry} issued a token the operator cannot use; check that {URL_FIELD} is an OCI distribution registry"
+    )]
+    InvalidToken { registry: String },
+    #[error(
         "the registry client failed unexpectedly talking to {registry}; the operator retries (please report this)"
     )]
     ClientPanicked { registry: String },
@@ -235,7 +239,8 @@ impl AccessError {
             Self::Tls { .. } => "RegistryTlsFailed",
             Self::UnexpectedStatus { .. }
             | Self::DigestMismatch { .. }
-            | Self::MissingDigest { .. } => "RegistryMisbehaving",
+            | Self::MissingDigest { .. }
+            | Self::InvalidToken { .. } => "RegistryMisbehaving",
             Self::TooLarge { .. } => "ManifestTooLarge",
         }
     }
@@ -449,12 +454,11 @@ impl<'a> Session<'a> {
             .request(method, url)
             .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", "));
         if let Some(authorization) = &self.authorization {
+            // Credentials with control characters are refused when read from the Secret, so
+            // only a token the registry issued can fail here.
             let mut value = HeaderValue::from_str(authorization.expose_secret()).map_err(|_| {
-                AccessError::Denied {
+                AccessError::InvalidToken {
                     registry: self.registry(),
-                    repository: self.repository.to_owned(),
-                    status: StatusCode::UNAUTHORIZED.as_u16(),
-                    credentials: self.credentials.kind(),
                 }
             })?;
             value.set_sensitive(true);
@@ -662,6 +666,9 @@ fn transport_error(registry: &str, error: &reqwest::Error) -> AccessError {
 fn oci_error(registry: &str, error: OciDistributionError) -> AccessError {
     match error {
         OciDistributionError::RequestError(e) => transport_error(registry, &e),
+        OciDistributionError::RegistryTokenDecodeError(_) => AccessError::InvalidToken {
+            registry: registry.to_owned(),
+        },
         OciDistributionError::ServerError { code, .. } if code >= 500 => AccessError::Unreachable {
             registry: registry.to_owned(),
             reason: format!("HTTP {code}"),
