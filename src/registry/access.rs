@@ -269,7 +269,11 @@ pub async fn prove_access(
     check_digest(digest)?;
     let session = Session::open(endpoint, repository, digest, credentials, options).await?;
     let response = session.send(Method::HEAD, digest).await?;
+    // A registry names the content by its canonical algorithm, which may differ from the one
+    // asked for; only a digest of the same algorithm can contradict the request.
+    let same_algorithm = |served: &str| served.split(':').next() == digest.split(':').next();
     if let Some(served) = header_digest(&response)
+        && same_algorithm(&served)
         && served != digest
     {
         return Err(AccessError::DigestMismatch {
