@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
-ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client
+# docker-registry (Distribution 2.8) and htpasswd: the real registry of tests/registry.rs.
+ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client \
+  /usr/bin/docker-registry:docker-registry htpasswd:apache2-utils
 
 trap pg_stop EXIT
 trap 'exit 130' INT TERM

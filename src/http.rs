@@ -1,7 +1,16 @@
 //! The operator's HTTP endpoint: `/healthz` (the process serves), `/readyz` (watch caches
 //! synced, or a standby replica waiting for the leader lease) and `/metrics` (OpenMetrics).
+//!
+//! Anything in the cluster network may connect, so the listener is bounded ([`Limits`]): a
+//! client must send its request headers within a timeout (a slow-loris client is cut off), an
+//! idle keep-alive connection is closed, and connections beyond a cap are closed at once
+//! instead of taking memory and file descriptors.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,7 +19,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -53,15 +65,158 @@ pub fn router(ready: watch::Receiver<bool>, metrics: Arc<Metrics>) -> Router {
         .with_state(Health { ready, metrics })
 }
 
-/// Binds `addr` now, so that a taken port fails start-up, and serves until `shutdown`.
+/// Bounds of the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a request's headers, from connecting or from its first byte.
+    pub header_read_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Probes and a Prometheus scraper need a handful of connections and answer at once.
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Binds `addr` now, so that a taken port fails start-up, and serves until `shutdown`, with
+/// the default [`Limits`].
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    serve_with_limits(addr, router, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub async fn serve_with_limits(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    Ok(axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .into_future())
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    Ok(async move {
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "cannot accept a connection on the health listener");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!("health listener at its connection cap; closing a new connection");
+                drop(stream);
+                continue;
+            };
+            let service = TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let activity = Arc::new(AtomicU64::new(0));
+                let started = tokio::time::Instant::now();
+                let io = TokioIo::new(Tracked {
+                    inner: stream,
+                    activity: activity.clone(),
+                    started,
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout);
+                let connection = builder.serve_connection(io, service);
+                tokio::select! {
+                    result = connection => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "health listener connection ended");
+                        }
+                    }
+                    () = idle(activity, started, limits.idle_timeout) => {
+                        tracing::debug!("closing an idle health listener connection");
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Completes once no byte moved for `timeout`, judged by `activity` (milliseconds after
+/// `started` of the last read or write).
+async fn idle(activity: Arc<AtomicU64>, started: tokio::time::Instant, timeout: Duration) {
+    loop {
+        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let deadline = last + timeout;
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// A stream that records when a byte last moved.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(millis, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -35,6 +35,8 @@ pub mod duration;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod redact;
+pub mod registry;
 pub mod run;
 pub mod scanner;
 pub mod store;

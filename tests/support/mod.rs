@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod envtest;
+pub mod registry;
 
 pub use envtest::{
     ADMIN_USER, GuardedChild, TESTER_USER, TestEnv, client, env, eventually, fresh_namespace,
