@@ -56,9 +56,48 @@ pub fn parse(raw: &str) -> Result<Duration, DurationError> {
         .map_err(|e| invalid(&e.to_string()))
 }
 
-/// [`parse`] for clap's `value_parser`.
-pub fn parse_flag(raw: &str) -> Result<Duration, String> {
-    parse(raw).map_err(|e| e.to_string())
+/// [`parse`], then a range check: `min..=max`, spelled as the CRDs' CEL rules spell it. Code
+/// never relies on admission having checked the range (an object may predate the rule).
+pub fn parse_within(raw: &str, min: Duration, max: Duration) -> Result<Duration, DurationError> {
+    let d = parse(raw)?;
+    if d < min || d > max {
+        return Err(DurationError {
+            raw: raw.to_owned(),
+            reason: format!("it must be between {} and {}", display(min), display(max)),
+        });
+    }
+    Ok(d)
+}
+
+/// A bounded flag for clap's `value_parser`: `MIN_MS..=MAX_MS` milliseconds. Every duration flag
+/// has bounds, so that no flag can feed an overflowing value to timers or SQL intervals.
+pub fn flag_within<const MIN_MS: u64, const MAX_MS: u64>(raw: &str) -> Result<Duration, String> {
+    parse_within(
+        raw,
+        Duration::from_millis(MIN_MS),
+        Duration::from_millis(MAX_MS),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Milliseconds, for the bounds of [`flag_within`].
+pub const SECOND_MS: u64 = 1000;
+pub const MINUTE_MS: u64 = 60 * SECOND_MS;
+pub const HOUR_MS: u64 = 60 * MINUTE_MS;
+
+/// A short Go spelling of a bound: `1m`, `8760h`, `100ms`.
+fn display(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (hour, minute, second) = (3_600_000, 60_000, 1000);
+    if ms >= hour && ms % hour == 0 {
+        format!("{}h", ms / hour)
+    } else if ms >= minute && ms % minute == 0 {
+        format!("{}m", ms / minute)
+    } else if ms >= second && ms % second == 0 {
+        format!("{}s", ms / second)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +148,22 @@ mod tests {
         }
         let largest = "999999999h".repeat(6);
         assert!(parse(&largest).is_ok());
+    }
+
+    #[test]
+    fn bounded_durations_name_the_range() {
+        let min = Duration::from_secs(60);
+        let max = Duration::from_secs(8760 * 3600);
+        assert_eq!(
+            parse_within("24h", min, max),
+            Ok(Duration::from_secs(86_400))
+        );
+        for raw in ["59s", "8761h", "3000000h", "0s"] {
+            let e = parse_within(raw, min, max).expect_err(raw);
+            assert!(e.to_string().contains("between 1m and 8760h"), "{raw}: {e}");
+        }
+        let e = flag_within::<100, { 5 * MINUTE_MS }>("6m").expect_err("6m");
+        assert!(e.contains("between 100ms and 5m"), "{e}");
     }
 
     proptest! {

@@ -36,7 +36,7 @@ pub struct LeaderElection {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// How long the lease stays valid after its last renewal; a standby takes over after it.
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = crate::duration::parse_flag)]
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = crate::duration::flag_within::<{ 2 * crate::duration::SECOND_MS }, { 5 * crate::duration::MINUTE_MS }>)]
     pub lease_duration: Duration,
 }
 

@@ -58,6 +58,10 @@ pub fn adapter_status(metadata: &AdapterMetadata, fetched_at: Option<Time>) -> A
     }
 }
 
+/// The bounds of a Scanner's `spec.requestTimeout`, as the CRD's CEL rule has them.
+pub const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+pub const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15 * 60);
+
 /// A resolved Scanner: its identity, limits, client and metadata.
 pub struct Adapter {
     /// The Scanner object's name.
@@ -234,14 +238,14 @@ impl Adapters {
             field: format!("Scanner {name:?} spec.requestTimeout"),
             message,
         };
-        let request_timeout = crate::duration::parse(&scanner.spec.request_timeout)
-            .map_err(|e| invalid_timeout(e.to_string()))?;
-        if request_timeout.is_zero() {
-            return Err(invalid_timeout(format!(
-                "{:?} is zero; give the adapter time to answer, e.g. 30s",
-                scanner.spec.request_timeout
-            )));
-        }
+        // 1s..15m as the CRD's CEL rule; checked here too, since leases and timers derive
+        // from it and an object may predate the rule.
+        let request_timeout = crate::duration::parse_within(
+            &scanner.spec.request_timeout,
+            REQUEST_TIMEOUT_MIN,
+            REQUEST_TIMEOUT_MAX,
+        )
+        .map_err(|e| invalid_timeout(e.to_string()))?;
         let resolved = async {
             let client = self.client_for(&scanner, request_timeout).await?;
             let metadata = self

@@ -12,6 +12,7 @@ use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
 use crate::api::ScanRequest;
+use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::store::Leases;
 use crate::store::Store;
@@ -33,16 +34,16 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub default_max_in_flight: i32,
     /// How long adapter metadata is cached, e.g. 5m.
-    #[arg(long, env = "METADATA_TTL", default_value = "5m", value_parser = crate::duration::parse_flag)]
+    #[arg(long, env = "METADATA_TTL", default_value = "5m", value_parser = crate::duration::flag_within::<{ SECOND_MS }, { 24 * HOUR_MS }>)]
     pub metadata_ttl: Duration,
     /// How long a scan may run before it is presumed lost and submitted again.
-    #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = crate::duration::parse_flag)]
+    #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = crate::duration::flag_within::<{ MINUTE_MS }, { 24 * HOUR_MS }>)]
     pub scan_timeout: Duration,
     /// How often a queued ScanRequest checks for a free scan slot.
-    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::parse_flag)]
+    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::flag_within::<100, { 5 * MINUTE_MS }>)]
     pub queue_poll: Duration,
     /// When a stalled ScanRequest is looked at again without any change.
-    #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::parse_flag)]
+    #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::flag_within::<{ 10 * SECOND_MS }, { 24 * HOUR_MS }>)]
     pub stall_recheck: Duration,
     /// Unique per process: holder of scan claims. `run` derives it from `--instance`.
     #[arg(skip = format!("scanreport-operator-{:016x}", rand::random::<u64>()))]
@@ -85,9 +86,17 @@ impl Context {
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {
         Leases {
             // Long enough for one POST /scan with its timeout, then others may take over.
-            claim: adapter.request_timeout * 2 + Duration::from_secs(1),
+            // Saturating: flags and specs are bounded, but no value may overflow here.
+            claim: adapter
+                .request_timeout
+                .saturating_mul(2)
+                .saturating_add(Duration::from_secs(1)),
             scan: self.config.scan_timeout,
-            queue: self.config.queue_poll * 10 + Duration::from_secs(30),
+            queue: self
+                .config
+                .queue_poll
+                .saturating_mul(10)
+                .saturating_add(Duration::from_secs(30)),
         }
     }
 

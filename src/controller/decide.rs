@@ -218,15 +218,29 @@ pub fn next(overall: &Overall, outcomes: &[Outcome], stall_recheck: Duration) ->
     }
 }
 
+/// The longest requeue: the runtime's timer queue panics on deadlines years ahead, and a
+/// report due in a year is as well looked at daily (the reconcile then finds it fresh).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
+
 impl Next {
     pub fn action(self) -> Action {
-        match self {
-            Self::Soon(after) => {
-                Action::requeue(after.mul_f64(rand::rng().random_range(1.0..=1.1)))
-            }
-            Self::Recheck(after) => Action::requeue(after),
-            Self::AwaitChange => Action::await_change(),
+        match self.delay() {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
         }
+    }
+
+    /// The requeue delay, jittered and at most [`MAX_REQUEUE`] (times the jitter).
+    pub fn delay(self) -> Option<Duration> {
+        Some(match self {
+            Self::Soon(after) => {
+                let jitter = rand::rng().random_range(1.0..=1.1);
+                Duration::try_from_secs_f64(after.min(MAX_REQUEUE).as_secs_f64() * jitter)
+                    .unwrap_or(MAX_REQUEUE)
+            }
+            Self::Recheck(after) => after.min(MAX_REQUEUE),
+            Self::AwaitChange => return None,
+        })
     }
 }
 
@@ -279,6 +293,22 @@ pub(crate) mod tests {
     fn a_stored_report_without_rescan_settings_is_used_forever() {
         let d = stored_report(true, Some(at(0)), None, None, at(1_000_000));
         assert_eq!(d, StoredReport::Fresh { requeue: None });
+    }
+
+    #[test]
+    fn far_requeues_are_capped_at_a_day_and_never_panic() {
+        let far = Next::Soon(Duration::MAX).delay().expect("a delay");
+        assert!(
+            far >= MAX_REQUEUE && far <= MAX_REQUEUE.mul_f64(1.1),
+            "{far:?}"
+        );
+        assert_eq!(Next::Recheck(Duration::MAX).delay(), Some(MAX_REQUEUE));
+        let near = Next::Soon(Duration::from_secs(10))
+            .delay()
+            .expect("a delay");
+        assert!(near >= Duration::from_secs(10) && near <= Duration::from_secs(11));
+        assert_eq!(Next::AwaitChange.delay(), None);
+        let _ = Next::Soon(Duration::MAX).action();
     }
 
     #[test]

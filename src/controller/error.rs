@@ -70,6 +70,12 @@ pub enum ReconcileError {
     },
     #[error("the report database is unavailable: {0}")]
     Database(#[source] StoreError),
+    /// A bug: the reconcile panicked. The panic is contained to this object and retried with
+    /// backoff; its message went to the log only (it might quote anything).
+    #[error(
+        "internal error: the reconcile of this ScanRequest panicked; it is retried with backoff (please report the operator log)"
+    )]
+    Panicked,
     #[error("Kubernetes API request failed while {action}: {source}")]
     Kube {
         action: &'static str,
@@ -98,7 +104,7 @@ impl ReconcileError {
     /// Permanent errors need a person to change something; retrying alone cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::AdapterUnavailable { .. } | Self::Kube { .. } => false,
+            Self::AdapterUnavailable { .. } | Self::Kube { .. } | Self::Panicked => false,
             Self::Database(e) => !e.is_transient(),
             _ => true,
         }
@@ -120,6 +126,7 @@ impl ReconcileError {
             Self::AdapterUnavailable { .. } => "ScannerUnavailable",
             Self::Database(_) => "DatabaseUnavailable",
             Self::Kube { .. } => "KubernetesAPIError",
+            Self::Panicked => "InternalError",
         }
     }
 }

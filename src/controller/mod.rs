@@ -30,7 +30,11 @@ pub mod scan;
 pub mod status;
 pub mod watch;
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -48,13 +52,42 @@ pub use watch::run;
 #[tracing::instrument(skip_all, fields(namespace = %sr.namespace().unwrap_or_default(), scanrequest = %sr.name_any()))]
 pub async fn reconcile(sr: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let mut timer = ctx.metrics.reconcile_timer();
-    let (result, label) = pipeline(&sr, &ctx).await;
+    let (result, label) = contain_panic(pipeline(&sr, &ctx), &sr).await;
     timer.set_result(if result.is_err() {
         ReconcileResult::Error
     } else {
         label
     });
     result
+}
+
+/// Second line of defence: a panic inside one reconcile becomes [`ReconcileError::Panicked`]
+/// (logged with the object, retried with backoff by [`error_policy`]) instead of unwinding into
+/// the controller runtime, which would end the process for every tenant.
+async fn contain_panic(
+    steps: impl Future<Output = (Result<Action, ReconcileError>, ReconcileResult)>,
+    sr: &ScanRequest,
+) -> (Result<Action, ReconcileError>, ReconcileResult) {
+    match AssertUnwindSafe(steps).catch_unwind().await {
+        Ok(done) => done,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect::<String>();
+            tracing::error!(
+                namespace = %sr.namespace().unwrap_or_default(),
+                scanrequest = %sr.name_any(),
+                panic = %message,
+                "reconcile panicked; the operator keeps running and retries this object with backoff"
+            );
+            (Err(ReconcileError::Panicked), ReconcileResult::Error)
+        }
+    }
 }
 
 /// Steps 1–8; the label says how it went, for the reconcile metric.
@@ -113,4 +146,40 @@ pub fn error_policy(sr: Arc<ScanRequest>, error: &ReconcileError, ctx: Arc<Conte
     let delay = ctx.backoff.failed(sr.as_ref().into());
     tracing::warn!(error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decide::tests::fixture;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_becomes_a_retried_error_and_the_task_survives() {
+        let sr = fixture("new.yaml");
+        // Spawned like the controller runtime does: a panic that escaped would fail the join.
+        let task = tokio::spawn(async move {
+            let boom = async {
+                let huge = chrono::Duration::MAX;
+                // The overflow that once ended the operator (issue 11).
+                let _ = chrono::Utc::now() - huge;
+                (Ok(Action::await_change()), ReconcileResult::Ok)
+            };
+            contain_panic(boom, &sr).await
+        });
+        let (result, label) = task.await.expect("the panic did not escape the reconcile");
+        let error = result.expect_err("a panic is an error");
+        assert!(matches!(error, ReconcileError::Panicked), "{error}");
+        assert!(!error.is_permanent(), "retried with backoff, not stalled");
+        assert_eq!(error.reason(), "InternalError");
+        assert!(matches!(label, ReconcileResult::Error));
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_that_does_not_panic_passes_through_unchanged() {
+        let sr = fixture("new.yaml");
+        let ok = async { (Ok(Action::await_change()), ReconcileResult::Stalled) };
+        let (result, label) = contain_panic(ok, &sr).await;
+        assert_eq!(result.ok(), Some(Action::await_change()));
+        assert!(matches!(label, ReconcileResult::Stalled));
+    }
 }

@@ -88,19 +88,19 @@ fn targets(
     Ok(targets)
 }
 
-/// `spec.rescanAfter`: a duration of at least one minute.
+/// The bounds of `spec.rescanAfter`, as the CRD's CEL rule has them.
+pub const RESCAN_AFTER_MIN: Duration = Duration::from_secs(60);
+pub const RESCAN_AFTER_MAX: Duration = Duration::from_secs(8760 * 3600);
+
+/// `spec.rescanAfter`: a duration from 1m to 8760h. Checked here too: an object stored before
+/// the CEL rule existed must stall, not overflow the date arithmetic.
 pub fn parse_rescan_after(raw: &str) -> Result<Duration, ReconcileError> {
-    let invalid = |message: String| ReconcileError::InvalidSpec {
-        field: "spec.rescanAfter".into(),
-        message,
-    };
-    let d = crate::duration::parse(raw).map_err(|e| invalid(e.to_string()))?;
-    if d < Duration::from_secs(60) {
-        return Err(invalid(format!(
-            "{raw:?} is shorter than the minimum of 1m"
-        )));
-    }
-    Ok(d)
+    crate::duration::parse_within(raw, RESCAN_AFTER_MIN, RESCAN_AFTER_MAX).map_err(|e| {
+        ReconcileError::InvalidSpec {
+            field: "spec.rescanAfter".into(),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// The registry credentials from `spec.registry.credentialsSecretRef`, if any.

@@ -602,7 +602,7 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
     let initial = resp.content_length().unwrap_or(0).min(1 << 20);
     let mut body = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
-        if (body.len() + chunk.len()) as u64 > limit {
+        if (body.len().saturating_add(chunk.len())) as u64 > limit {
             return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);

@@ -397,7 +397,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .map_err(StoreError::query_err("completing a scan"))?;
-        Ok(took.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
+        Ok(took.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()))
     }
 
     /// The adapter no longer knows `scan_id` (404): queue the report id again, keeping its place.
