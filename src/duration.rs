@@ -89,11 +89,11 @@ pub const HOUR_MS: u64 = 60 * MINUTE_MS;
 fn display(d: Duration) -> String {
     let ms = d.as_millis();
     let (hour, minute, second) = (3_600_000, 60_000, 1000);
-    if ms >= hour && ms % hour == 0 {
+    if ms >= hour && ms.is_multiple_of(hour) {
         format!("{}h", ms / hour)
-    } else if ms >= minute && ms % minute == 0 {
+    } else if ms >= minute && ms.is_multiple_of(minute) {
         format!("{}m", ms / minute)
-    } else if ms >= second && ms % second == 0 {
+    } else if ms >= second && ms.is_multiple_of(second) {
         format!("{}s", ms / second)
     } else {
         format!("{ms}ms")
