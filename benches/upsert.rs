@@ -113,6 +113,7 @@ fn pgbench_script(hot: bool) -> String {
     let mut sql = UPSERT_SQL.trim().to_owned();
     // Highest placeholder first so `$1` does not clobber `$16`.
     let values = [
+        ("$18", "60".to_owned()),
         ("$17", "now()".to_owned()),
         ("$16", REPORT_LOCK_CLASS.to_string()),
         ("$15", "'0.50.0'".into()),

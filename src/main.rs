@@ -92,7 +92,7 @@ async fn run(command: Command) -> Result<(), Error> {
         }
         Command::Migrate { database_url } => {
             let url = database_url.ok_or(Error::MissingDatabaseUrl)?;
-            tracing::info!(database = %store::redact_url(&url), "applying migrations");
+            tracing::info!(database = %store::describe_url(&url), "applying migrations");
             let store = store::Store::connect(&url, &store::PoolConfig::default()).await?;
             store.migrate().await?;
             tracing::info!("migrations applied");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Context};
 use crate::metrics::{ApiSource, Metrics};
-use crate::store::{PoolConfig, Store, redact_url};
+use crate::store::{PoolConfig, Store, describe_url};
 use crate::{Error, http};
 
 pub struct RunOptions {
@@ -42,7 +42,7 @@ pub struct LeaderElection {
 
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
     tracing::info!(
-        database = %redact_url(opts.database_url.expose_secret()),
+        database = %describe_url(opts.database_url.expose_secret()),
         namespaces = ?opts.controller.namespaces,
         instance = %opts.controller.instance,
         leader_election = opts.leader_election.is_some(),

@@ -65,7 +65,9 @@ impl StoreError {
                         | sqlx::Error::WorkerCrashed
                 ) || matches!(source, sqlx::Error::Database(e) if e.code().is_some_and(|c| {
                     // 08: connection exception, 40: rollback, 53: resources, 57: operator intervention.
-                    ["08", "40", "53", "57"].iter().any(|class| c.starts_with(class))
+
+                    // 55P03: lock_timeout ran out; 57014 (class 57): statement_timeout did.
+                    ["08", "40", "53", "57", "55P03"].iter().any(|class| c.starts_with(class))
                 }))
             }
             _ => false,
@@ -76,6 +78,8 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// See [`PoolConfig::max_clock_skew`].
+    max_clock_skew: Duration,
 }
 
 /// Options of the connection pool (flags of `scanreport-operator run`).
@@ -84,6 +88,17 @@ pub struct PoolConfig {
     /// Database connections.
     #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = PoolConfig::MAX_CONNECTIONS)]
     pub max_connections: u32,
+    /// Longest statement the server runs before cancelling it (PostgreSQL
+    /// `statement_timeout`): a hung query becomes an error, not a silent reconcile.
+    #[arg(long = "database-statement-timeout", env = "DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = crate::duration::flag_within::<100, { crate::duration::HOUR_MS }>)]
+    pub statement_timeout: Duration,
+    /// Longest wait for a row or table lock (PostgreSQL `lock_timeout`).
+    #[arg(long = "database-lock-timeout", env = "DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = crate::duration::flag_within::<100, { crate::duration::HOUR_MS }>)]
+    pub lock_timeout: Duration,
+    /// How far in the future of the database clock an adapter's `generated_at` may lie; later
+    /// ones are stored as the database clock plus this, so they cannot pin a report.
+    #[arg(long = "max-clock-skew", env = "MAX_CLOCK_SKEW", default_value = "1m", value_parser = crate::duration::flag_within::<0, { crate::duration::HOUR_MS }>)]
+    pub max_clock_skew: Duration,
     #[arg(skip = PoolConfig::ACQUIRE_TIMEOUT)]
     pub acquire_timeout: Duration,
 }
@@ -91,15 +106,39 @@ pub struct PoolConfig {
 impl PoolConfig {
     const MAX_CONNECTIONS: u32 = 16;
     const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+    const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+    const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             max_connections: Self::MAX_CONNECTIONS,
+            statement_timeout: Self::STATEMENT_TIMEOUT,
+            lock_timeout: Self::LOCK_TIMEOUT,
+            max_clock_skew: Self::MAX_CLOCK_SKEW,
             acquire_timeout: Self::ACQUIRE_TIMEOUT,
         }
     }
+}
+
+/// Where a database URL points, for logs and error messages: host, port and database from
+/// the parsed options, so that no part of the password can leak whatever characters it holds.
+pub fn describe_url(database_url: &str) -> String {
+    match database_url.parse::<PgConnectOptions>() {
+        Ok(options) => describe(&options),
+        Err(_) => "<unparseable DATABASE_URL>".to_owned(),
+    }
+}
+
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
 }
 
 impl Store {
@@ -107,23 +146,45 @@ impl Store {
     /// server is reported at start-up with a clear message.
     pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<Self, StoreError> {
         let options: PgConnectOptions = database_url.parse().map_err(StoreError::InvalidUrl)?;
-        let target = format!(
-            "{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("")
-        );
+        let target = describe(&options);
+        // Session settings of every connection: the server cancels a hung statement or lock
+        // wait, and the reconcile sees an error (retried, counted in the error metric).
+        let options = options.options([
+            (
+                "statement_timeout",
+                config.statement_timeout.as_millis().to_string(),
+            ),
+            ("lock_timeout", config.lock_timeout.as_millis().to_string()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            max_clock_skew: config.max_clock_skew,
+        })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            max_clock_skew: PoolConfig::MAX_CLOCK_SKEW,
+        }
+    }
+
+    /// [`Store::from_pool`] with another allowed `generated_at` skew.
+    pub fn with_max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
+    /// Whether the database answers a trivial query within `timeout`: for readiness.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
+        matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(1)))
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -146,52 +207,36 @@ impl Store {
     }
 }
 
-/// `DATABASE_URL` with any password replaced, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, after)) = url.split_once("://") else {
-        return "<unparseable DATABASE_URL>".to_owned();
-    };
-    let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let (authority, tail) = after.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{user}:***@{host}")
-        }
-        None => authority.to_owned(),
-    };
-    // libpq also accepts `?password=...`.
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::describe_url;
 
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/reports?sslmode=require"),
-            "postgres://app:***@db:5432/reports?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgres://db/reports?user=app&password=s3cret"),
-            "postgres://db/reports?user=app&password=***"
-        );
-        assert_eq!(redact_url("postgres://db/reports"), "postgres://db/reports");
-        assert!(!redact_url("s3cret").contains("s3cret"));
+    fn database_urls_are_described_by_host_port_and_database_only() {
+        for (url, want) in [
+            (
+                "postgres://app:s3cret@db:5432/reports?sslmode=require",
+                "db:5432/reports",
+            ),
+            // A password with `/`, `@` and `:` once leaked through string surgery.
+            (
+                "postgres://app:pa%2Fss%40w%3Ard@db/reports",
+                "db:5432/reports",
+            ),
+            ("postgres://app:pa/ss@db:6543/reports", ""),
+            (
+                "postgres://db/reports?user=app&password=s3cret",
+                "db:5432/reports",
+            ),
+            ("s3cret", "<unparseable DATABASE_URL>"),
+        ] {
+            let described = describe_url(url);
+            if !want.is_empty() {
+                assert_eq!(described, want, "{url}");
+            }
+            for secret in ["s3cret", "pa/ss", "pa%2Fss", "ss@", "w%3Ard", "app"] {
+                assert!(!described.contains(secret), "{url} -> {described}");
+            }
+        }
     }
 }

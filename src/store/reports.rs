@@ -82,13 +82,16 @@ pub struct StoredReport {
 //   instead find the committed row and take the DO UPDATE path.
 // * DO UPDATE only when the incoming report is strictly newer: an older one never overwrites.
 // * `xmax = 0` tells an insert from an update; no row returned means the existing one was kept.
+// * `generated_at` is at most the database clock plus the allowed skew ($18 seconds): an
+//   adapter's timestamp in the future would otherwise keep every later report out for ever.
 pub const UPSERT_SQL: &str = r#"
 WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text)))
 INSERT INTO scan_report AS r (
     id, digest, registration_uuid, mime_type, report,
     critical_cnt, high_cnt, medium_cnt, low_cnt, unknown_cnt, none_cnt, fixable_cnt,
     scanner_name, scanner_vendor, scanner_version, generated_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17 FROM serialise
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+    LEAST($17, date_trunc('microseconds', now() + make_interval(secs => $18))) FROM serialise
 ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     report = EXCLUDED.report,
     critical_cnt = EXCLUDED.critical_cnt, high_cnt = EXCLUDED.high_cnt,
@@ -100,7 +103,7 @@ ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     generated_at = EXCLUDED.generated_at,
     updated_at = now()
 WHERE r.generated_at < EXCLUDED.generated_at
-RETURNING (xmax = 0) AS inserted, created_at, updated_at
+RETURNING (xmax = 0) AS inserted, created_at, updated_at, r.generated_at
 "#;
 
 /// The metadata columns of `scan_report` (everything but the report body): the one list every
@@ -222,6 +225,7 @@ impl Store {
             .bind(&report.scanner_version)
             .bind(REPORT_LOCK_CLASS)
             .bind(generated_at)
+            .bind(self.max_clock_skew.as_secs_f64())
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::query_err("upserting a report"))?;
@@ -246,7 +250,7 @@ impl Store {
             scanner_name: report.scanner_name.clone(),
             scanner_vendor: report.scanner_vendor.clone(),
             scanner_version: report.scanner_version.clone(),
-            generated_at,
+            generated_at: row.try_get("generated_at").map_err(corrupt)?,
             created_at: row.try_get("created_at").map_err(corrupt)?,
             updated_at: row.try_get("updated_at").map_err(corrupt)?,
         };
