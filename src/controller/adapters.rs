@@ -154,14 +154,9 @@ impl Adapter {
             ReportPoll::NotReady { retry_after } => Poll::NotReady(retry_after),
             ReportPoll::ScanNotFound => Poll::Lost,
             ReportPoll::Ready(report) => {
-                let body = serde_json::value::to_raw_value(&report.body).map_err(|e| {
-                    ScannerError::ClientSetup {
-                        url: self.client.base_url().to_owned(),
-                        detail: format!("cannot re-encode the report: {e}"),
-                    }
-                })?;
+                let report = *report;
                 Poll::Ready(ReadyReport {
-                    body,
+                    body: report.body,
                     summary: report.summary,
                     // Reports without a timestamp count as generated when fetched.
                     generated_at: report.generated_at.unwrap_or_else(Utc::now),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::api::{ScannerInfo, SeveritySummary};
 use crate::identity::{Digest, MimeType};
@@ -90,11 +90,12 @@ pub struct ScanHandle {
 }
 
 /// A report the adapter delivered.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Report {
     pub mime_type: MimeType,
-    /// The report; a raw report that is not JSON is a JSON string.
-    pub body: Value,
+    /// The report as the adapter sent it, validated JSON text kept as it is (a raw report that
+    /// is not JSON is a JSON string): never built into a tree, so it costs its own size once.
+    pub body: Box<RawValue>,
     pub size_bytes: usize,
     /// Severity counts, for vulnerability reports only.
     pub summary: Option<SeveritySummary>,
@@ -102,6 +103,17 @@ pub struct Report {
     pub generated_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The report's `scanner`, when present.
     pub scanner: Option<ScannerInfo>,
+}
+
+impl PartialEq for Report {
+    fn eq(&self, other: &Self) -> bool {
+        self.mime_type == other.mime_type
+            && self.body.get() == other.body.get()
+            && self.size_bytes == other.size_bytes
+            && self.summary == other.summary
+            && self.generated_at == other.generated_at
+            && self.scanner == other.scanner
+    }
 }
 
 /// The answer to a report poll.
@@ -298,20 +310,25 @@ impl AdapterClient {
                 reason,
             }
         })?;
-        let summary = summary::summarize(&handle.report_mime_type, &body).map_err(|e| {
-            ScannerError::MalformedResponse {
-                operation: op,
-                reason: e.to_string(),
-            }
-        })?;
-        let generated_at = body
-            .get("generated_at")
-            .and_then(Value::as_str)
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        let malformed = |e: summary::SummaryError| ScannerError::MalformedResponse {
+            operation: op,
+            reason: e.to_string(),
+        };
+        let summary = summary::summarize_raw(&handle.report_mime_type, body.get()).map_err(malformed)?;
+        // Only a report with a summary must have readable fields; others are optional extras.
+        let fields = match summary::report_fields(body.get()) {
+            Ok(fields) => fields.unwrap_or_default(),
+            Err(e) if summary.is_some() => return Err(malformed(e)),
+            Err(_) => summary::ReportFields::default(),
+        };
+        let generated_at = fields
+            .generated_at
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
             .map(|t| t.with_timezone(&chrono::Utc));
-        let scanner = body
-            .get("scanner")
-            .and_then(|s| serde_json::from_value::<wire::Scanner>(s.clone()).ok())
+        let scanner = fields
+            .scanner
+            .and_then(|raw| serde_json::from_str::<wire::Scanner>(raw.get()).ok())
             .map(|s| ScannerInfo {
                 name: s.name,
                 vendor: s.vendor,
@@ -566,25 +583,29 @@ pub(super) fn list_or_none<T: fmt::Display>(items: impl Iterator<Item = T>) -> S
     }
 }
 
-/// The report as JSON: vulnerability and SBOM reports must be JSON objects; a raw report may be
-/// any JSON or, failing that, UTF-8 text (kept as a JSON string).
-fn parse_report(mime_type: &MimeType, bytes: Vec<u8>) -> Result<Value, String> {
-    if is(mime_type, mime::RAW_VULN_REPORT) {
-        if let Ok(value) = serde_json::from_slice(&bytes) {
-            return Ok(value);
+/// The report as JSON text: vulnerability and SBOM reports must be JSON objects; a raw report
+/// may be any JSON or, failing that, UTF-8 text (kept as a JSON string). The text is validated
+/// and kept, in the buffer it arrived in when its capacity fits: no tree is built.
+fn parse_report(mime_type: &MimeType, bytes: Vec<u8>) -> Result<Box<RawValue>, String> {
+    let raw = is(mime_type, mime::RAW_VULN_REPORT);
+    let mut text = String::from_utf8(bytes).map_err(|_| {
+        if raw {
+            "the raw report is neither JSON nor UTF-8 text".to_owned()
+        } else {
+            "the report is not JSON: it is not UTF-8".to_owned()
         }
-        return String::from_utf8(bytes)
-            .map(Value::String)
-            .map_err(|_| "the raw report is neither JSON nor UTF-8 text".to_owned());
+    })?;
+    if raw && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
+        return serde_json::value::to_raw_value(&text).map_err(|e| e.to_string());
     }
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("the report is not JSON: {e}"))?;
+    text.shrink_to_fit();
+    let value = RawValue::from_string(text).map_err(|e| format!("the report is not JSON: {e}"))?;
     let known = [
         mime::HARBOR_VULN_REPORT_1_0,
         mime::VULN_REPORT_1_1,
         mime::SBOM_REPORT_1_0,
     ];
-    if known.iter().any(|k| is(mime_type, k)) && !value.is_object() {
+    if known.iter().any(|k| is(mime_type, k)) && !summary::is_object(value.get()) {
         return Err("the report is not a JSON object".into());
     }
     Ok(value)
@@ -599,7 +620,9 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
     if resp.content_length().is_some_and(|len| len > limit) {
         return Err(ReadError::TooLarge);
     }
-    let initial = resp.content_length().unwrap_or(0).min(1 << 20);
+    // A declared length (within the limit) is allocated once, so the body is never copied
+    // while growing and the report text can keep this very buffer.
+    let initial = resp.content_length().unwrap_or(0).min(limit);
     let mut body = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
         if (body.len().saturating_add(chunk.len())) as u64 > limit {
@@ -651,6 +674,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn metadata(json: Value, content_type: &str) -> AdapterMetadata {
         AdapterMetadata::from_wire(
@@ -873,12 +897,13 @@ mod tests {
     fn raw_reports_may_be_text() {
         let raw = MimeType::parse(mime::RAW_VULN_REPORT).unwrap();
         assert_eq!(
-            parse_report(&raw, b"{\"a\":1}".to_vec()).unwrap(),
-            serde_json::json!({"a": 1})
+            parse_report(&raw, b"{\"a\":1}".to_vec()).unwrap().get(),
+            "{\"a\":1}",
+            "JSON is kept as it came"
         );
         assert_eq!(
-            parse_report(&raw, b"plain text".to_vec()).unwrap(),
-            Value::String("plain text".into())
+            parse_report(&raw, b"plain text".to_vec()).unwrap().get(),
+            "\"plain text\""
         );
         assert!(parse_report(&raw, vec![0xff, 0xfe]).is_err());
         let vuln = MimeType::parse(mime::VULN_REPORT_1_1).unwrap();

@@ -10,7 +10,12 @@
 //! (`ParseSeverityVersion3`), since CVSS v3 has no negligible rating. Anything else, and a
 //! missing or non-string severity, counts as unknown: never dropped.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::api::SeveritySummary;
 use crate::identity::MimeType;
@@ -49,6 +54,8 @@ pub enum SummaryError {
     VulnerabilitiesNotAnArray,
     #[error("item {index} of `vulnerabilities` is not a JSON object")]
     ItemNotAnObject { index: usize },
+    #[error("the vulnerability report cannot be read: {0}")]
+    Malformed(String),
 }
 
 /// Whether reports of this MIME type are vulnerability reports with a summary.
@@ -105,6 +112,234 @@ pub fn severity_summary(report: &Value) -> Result<SeveritySummary, SummaryError>
         }
     }
     Ok(summary)
+}
+
+/// The top-level fields the operator reads from a report, borrowed from its JSON text: no
+/// tree of the whole report is built, so a report costs its own bytes and no more.
+#[derive(Deserialize, Default)]
+pub struct ReportFields<'a> {
+    #[serde(borrow, default)]
+    pub vulnerabilities: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub generated_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub scanner: Option<&'a RawValue>,
+}
+
+/// Whether JSON text (already validated) is an object.
+pub fn is_object(json: &str) -> bool {
+    json.trim_start().starts_with('{')
+}
+
+/// The fields of a report whose JSON text is an object; `Ok(None)` for any other JSON value.
+pub fn report_fields(json: &str) -> Result<Option<ReportFields<'_>>, SummaryError> {
+    if !is_object(json) {
+        return Ok(None);
+    }
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| SummaryError::Malformed(e.to_string()))
+}
+
+/// [`summarize`] on the report's JSON text, counting while reading: same results, without
+/// building the report as a [`Value`] tree (which costs many times the text for small items).
+pub fn summarize_raw(
+    mime_type: &MimeType,
+    json: &str,
+) -> Result<Option<SeveritySummary>, SummaryError> {
+    if !has_summary(mime_type) {
+        return Ok(None);
+    }
+    let fields = report_fields(json)?.ok_or(SummaryError::NotAnObject)?;
+    let Some(items) = fields.vulnerabilities else {
+        return Ok(Some(SeveritySummary::default()));
+    };
+    if !items.get().trim_start().starts_with('[') {
+        return Err(SummaryError::VulnerabilitiesNotAnArray);
+    }
+    let counted: Counted =
+        serde_json::from_str(items.get()).map_err(|e| SummaryError::Malformed(e.to_string()))?;
+    match counted.first_bad_item {
+        Some(index) => Err(SummaryError::ItemNotAnObject { index }),
+        None => Ok(Some(counted.summary)),
+    }
+}
+
+/// The counts of a `vulnerabilities` array, item by item.
+#[derive(Default)]
+struct Counted {
+    summary: SeveritySummary,
+    first_bad_item: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> Visitor<'de> for Items {
+            type Value = Counted;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of vulnerabilities")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
+                let mut counted = Counted::default();
+                let mut index = 0usize;
+                while let Some(item) = seq.next_element::<Item>()? {
+                    match item {
+                        Item::Vulnerability { severity, fixable } => {
+                            let s = &mut counted.summary;
+                            let counter = match severity.as_deref().map_or(Bucket::Unknown, bucket) {
+                                Bucket::Critical => &mut s.critical,
+                                Bucket::High => &mut s.high,
+                                Bucket::Medium => &mut s.medium,
+                                Bucket::Low => &mut s.low,
+                                Bucket::Unknown => &mut s.unknown,
+                                Bucket::None => &mut s.none,
+                            };
+                            *counter = counter.saturating_add(1);
+                            if fixable {
+                                s.fixable = s.fixable.saturating_add(1);
+                            }
+                        }
+                        Item::NotAnObject => {
+                            counted.first_bad_item.get_or_insert(index);
+                        }
+                    }
+                    index = index.saturating_add(1);
+                }
+                Ok(counted)
+            }
+        }
+        d.deserialize_seq(Items)
+    }
+}
+
+/// One item of `vulnerabilities`: only `severity` and `fix_version` are kept.
+enum Item {
+    Vulnerability { severity: Option<String>, fixable: bool },
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a vulnerability object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                let (mut severity, mut fixable) = (None, false);
+                // The last of duplicate keys wins, as in a JSON object read whole.
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Severity => severity = map.next_value::<Text>()?.0,
+                        Key::FixVersion => {
+                            fixable = map
+                                .next_value::<Text>()?
+                                .0
+                                .is_some_and(|v| !v.trim().is_empty());
+                        }
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Item::Vulnerability { severity, fixable })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Item::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
+                Ok(Item::NotAnObject)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A key of a vulnerability object, matched without allocating.
+enum Key {
+    Severity,
+    FixVersion,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "severity" => Key::Severity,
+                    "fix_version" => Key::FixVersion,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// A JSON string, or `None` for any other JSON value (which is skipped without being built).
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +424,72 @@ mod tests {
         ] {
             let m = MimeType::parse(m).unwrap();
             assert_eq!(summarize(&m, &report).unwrap().is_some(), expect, "{m}");
+        }
+    }
+
+    #[test]
+    fn counting_from_text_matches_counting_the_tree_on_the_examples() {
+        let m = MimeType::parse(mime::VULN_REPORT_1_1).unwrap();
+        for report in [
+            json!({"vulnerabilities": [
+                {"severity": "Critical", "fix_version": "1.2"}, {"severity": "CRITICAL"},
+                {"severity": " Medium ", "fix_version": "  "}, {"severity": "Negligible"},
+                {"severity": 3, "fix_version": 4}, {"severity": {"nested": [1, 2]}}, {},
+                {"severity": "low", "severity": "High"},
+            ]}),
+            json!({}),
+            json!({"vulnerabilities": null}),
+            json!({"vulnerabilities": {}}),
+            json!({"vulnerabilities": [{}, "x", 1]}),
+            json!([]),
+        ] {
+            let text = report.to_string();
+            assert_eq!(
+                summarize_raw(&m, &text).map_err(|e| e.to_string()),
+                summarize(&m, &report).map_err(|e| e.to_string()),
+                "{text}"
+            );
+        }
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop_oneof![
+                Just("Critical"), Just("high"), Just(" Low "), Just("None"), Just(""), Just("x")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("severity".to_owned()),
+                        Just("fix_version".to_owned()),
+                        Just("vulnerabilities".to_owned()),
+                        "[a-z]{1,3}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn counting_from_text_matches_counting_the_tree(report in arb_json()) {
+            let m = MimeType::parse(mime::VULN_REPORT_1_1).unwrap();
+            let text = report.to_string();
+            proptest::prop_assert_eq!(
+                summarize_raw(&m, &text).map_err(|e| e.to_string()),
+                summarize(&m, &report).map_err(|e| e.to_string())
+            );
         }
     }
 }
