@@ -314,7 +314,8 @@ impl AdapterClient {
             operation: op,
             reason: e.to_string(),
         };
-        let summary = summary::summarize_raw(&handle.report_mime_type, body.get()).map_err(malformed)?;
+        let summary =
+            summary::summarize_raw(&handle.report_mime_type, body.get()).map_err(malformed)?;
         // Only a report with a summary must have readable fields; others are optional extras.
         let fields = match summary::report_fields(body.get()) {
             Ok(fields) => fields.unwrap_or_default(),

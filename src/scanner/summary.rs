@@ -12,8 +12,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -187,7 +187,8 @@ impl<'de> Deserialize<'de> for Counted {
                     match item {
                         Item::Vulnerability { severity, fixable } => {
                             let s = &mut counted.summary;
-                            let counter = match severity.as_deref().map_or(Bucket::Unknown, bucket) {
+                            let counter = match severity.as_deref().map_or(Bucket::Unknown, bucket)
+                            {
                                 Bucket::Critical => &mut s.critical,
                                 Bucket::High => &mut s.high,
                                 Bucket::Medium => &mut s.medium,
@@ -215,7 +216,10 @@ impl<'de> Deserialize<'de> for Counted {
 
 /// One item of `vulnerabilities`: only `severity` and `fix_version` are kept.
 enum Item {
-    Vulnerability { severity: Option<String>, fixable: bool },
+    Vulnerability {
+        severity: Option<String>,
+        fixable: bool,
+    },
     NotAnObject,
 }
 
@@ -459,7 +463,12 @@ mod tests {
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             prop_oneof![
-                Just("Critical"), Just("high"), Just(" Low "), Just("None"), Just(""), Just("x")
+                Just("Critical"),
+                Just("high"),
+                Just(" Low "),
+                Just("None"),
+                Just(""),
+                Just("x")
             ]
             .prop_map(Value::from),
         ];

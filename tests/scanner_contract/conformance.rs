@@ -41,9 +41,7 @@ pub(crate) async fn client_and_dev_adapter_conform_to_v1_2() {
             mime::RAW_VULN_REPORT => {
                 assert_eq!(report.summary, None);
                 let body: serde_json::Value = serde_json::from_str(report.body.get()).unwrap();
-                let items = body["Results"][0]["Vulnerabilities"]
-                    .as_array()
-                    .unwrap();
+                let items = body["Results"][0]["Vulnerabilities"].as_array().unwrap();
                 assert_eq!(items.len() as i64, expected.total());
             }
             _ => {
