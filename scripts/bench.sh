@@ -2,6 +2,7 @@
 # Benchmarks. Starts a throwaway PostgreSQL unless DATABASE_URL is set.
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh upsert     only the store's upsert throughput
+#   scripts/bench.sh memory     peak RSS per report (no control plane needed)
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert operator)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator)
 for b in "${benches[@]}"; do
   log "cargo bench --bench $b"
   cargo bench --bench "$b"

@@ -185,10 +185,17 @@ pub struct Adapters {
     /// Scanner name to registration UUID, of every Scanner resolved so far.
     known: Mutex<HashMap<String, Uuid>>,
     default_max_in_flight: i32,
+    /// `--max-report-size`: the response limit of every adapter client.
+    max_report_size: u64,
 }
 
 impl Adapters {
-    pub fn new(client: Client, metadata_ttl: Duration, default_max_in_flight: i32) -> Self {
+    pub fn new(
+        client: Client,
+        metadata_ttl: Duration,
+        default_max_in_flight: i32,
+        max_report_size: u64,
+    ) -> Self {
         Self {
             client,
             metadata: MetadataCache::new(metadata_ttl),
@@ -196,6 +203,7 @@ impl Adapters {
             clients: Mutex::default(),
             known: Mutex::default(),
             default_max_in_flight,
+            max_report_size,
         }
     }
 
@@ -322,6 +330,7 @@ impl Adapters {
         })?;
         let options = ClientOptions {
             request_timeout,
+            max_response_bytes: self.max_report_size,
             ..ClientOptions::default()
         };
         let client = AdapterClient::new(

@@ -45,6 +45,14 @@ pub struct Config {
     /// When a stalled ScanRequest is looked at again without any change.
     #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::flag_within::<{ 10 * SECOND_MS }, { 24 * HOUR_MS }>)]
     pub stall_recheck: Duration,
+    /// Report downloads (adapter fetches of ready reports) at once, across all ScanRequests:
+    /// with --max-report-size it bounds the memory reports take.
+    #[arg(long, env = "MAX_CONCURRENT_DOWNLOADS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent_downloads: u16,
+    /// Largest report accepted from an adapter, in bytes; a larger one fails the scan with
+    /// reason ResponseTooLarge.
+    #[arg(long, env = "MAX_REPORT_SIZE", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_report_size: u64,
     /// Unique per process: holder of scan claims. `run` derives it from `--instance`.
     #[arg(skip = format!("scanreport-operator-{:016x}", rand::random::<u64>()))]
     pub instance: String,
@@ -60,6 +68,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object.
     pub backoff: Backoff,
+    /// Permits for report downloads (`--max-concurrent-downloads`).
+    pub downloads: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -74,7 +84,9 @@ impl Context {
                 client.clone(),
                 config.metadata_ttl,
                 config.default_max_in_flight,
+                config.max_report_size,
             ),
+            downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             client,
             store,
             config,

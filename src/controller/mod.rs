@@ -26,6 +26,8 @@ pub mod credentials;
 pub mod decide;
 pub mod error;
 pub mod plan;
+#[cfg(test)]
+mod proptests;
 pub mod scan;
 pub mod status;
 pub mod watch;

@@ -215,6 +215,21 @@ impl<'a> ReportTask<'a> {
         let pending = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
         let plan = self.plan;
         let scanner = &plan.adapter.name;
+        // At most --max-concurrent-downloads fetches at once; the semaphore is never closed.
+        let _permit = ctx.downloads.acquire().await.ok();
+        // One fetch per scan: whoever takes the poll downloads; joined requests wait for the
+        // stored row.
+        if !ctx
+            .store
+            .take_poll(report_id, scan_id, self.leases.claim)
+            .await?
+        {
+            return Ok(self.outcome(
+                pending,
+                Some(format!("Scanner {scanner:?} is scanning")),
+                Some(Duration::from_secs(1)),
+            ));
+        }
         match plan.adapter.poll(scan_id, &key.mime_type).await {
             Ok(Poll::Ready(report)) => {
                 let new = NewReport {
@@ -226,7 +241,7 @@ impl<'a> ReportTask<'a> {
                     scanner_version: report.scanner.version,
                     generated_at: report.generated_at,
                 };
-                let (upserted, meta) = ctx.store.upsert_and_read(&new).await?;
+                let (upserted, meta) = ctx.store.store_report(new).await?;
                 ctx.metrics.upserted(match upserted {
                     UpsertOutcome::Inserted => Upsert::Inserted,
                     UpsertOutcome::Updated => Upsert::Updated,

@@ -378,6 +378,32 @@ impl Store {
         Ok(())
     }
 
+    /// Takes the next poll of a submitted scan that is due, for `lease`: `false` when it is not
+    /// due or another requester (of any ScanRequest, on any replica) took it. Only the winner
+    /// fetches the report, so a report is downloaded once per scan however many requests
+    /// joined it; the others read the stored row once it is there. A winner that dies leaves
+    /// the poll to others after `lease`.
+    pub async fn take_poll(
+        &self,
+        report_id: Uuid,
+        scan_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "UPDATE scan_job SET next_poll_at = now() + make_interval(secs => $3), \
+               updated_at = now() \
+             WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted' \
+               AND (next_poll_at IS NULL OR next_poll_at <= now())",
+        )
+        .bind(report_id)
+        .bind(scan_id)
+        .bind(secs(lease))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("taking a poll"))?;
+        Ok(taken.rows_affected() == 1)
+    }
+
     /// Marks the scan done after its report was stored. Idempotent: `None` when the job had
     /// already moved on (another caller completed or replaced it), otherwise how long the scan
     /// took from submission.

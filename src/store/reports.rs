@@ -179,6 +179,11 @@ pub(crate) fn decode_meta(row: &PgRow) -> Result<ReportMeta, StoreError> {
         })
 }
 
+/// A placeholder body for a report whose body was moved out.
+fn empty_body() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::NULL.to_owned()
+}
+
 impl Store {
     /// Inserts or updates the report of its tuple; see [`UPSERT_SQL`] for the guarantees.
     pub async fn upsert(&self, report: &NewReport) -> Result<(Uuid, UpsertOutcome), StoreError> {
@@ -198,21 +203,48 @@ impl Store {
         }
     }
 
+    /// [`Store::upsert_and_read`] that takes the report: its body is released as soon as the
+    /// statement holds its copy, so storing a report costs two bodies (statement and wire
+    /// buffer) at the peak instead of three.
+    pub async fn store_report(
+        &self,
+        mut report: NewReport,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        let body = std::mem::replace(&mut report.report, empty_body());
+        match self.write_with(&report, Some(body)).await? {
+            (outcome, Some(meta)) => Ok((outcome, Some(meta))),
+            (outcome, None) => Ok((outcome, self.get_meta(report.id()).await?)),
+        }
+    }
+
     /// The upsert; the metadata of the row when this call wrote it.
     async fn write(
         &self,
         report: &NewReport,
     ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        self.write_with(report, None).await
+    }
+
+    /// The upsert of `report`, with `body` instead of its own when given (then dropped once
+    /// bound).
+    async fn write_with(
+        &self,
+        report: &NewReport,
+        body: Option<Box<serde_json::value::RawValue>>,
+    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
         let id = report.id();
         let s = &report.summary;
         // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
         let generated_at = report.generated_at.trunc_subsecs(6);
-        let row = sqlx::query(UPSERT_SQL)
+        let query = sqlx::query(UPSERT_SQL)
             .bind(id)
             .bind(report.key.digest.as_str())
             .bind(report.key.registration_uuid)
             .bind(report.key.mime_type.as_str())
-            .bind(sqlx::types::Json(&*report.report))
+            .bind(sqlx::types::Json(body.as_deref().unwrap_or(&report.report)));
+        // The statement encoded its copy of the body when it was bound.
+        drop(body);
+        let row = query
             .bind(s.critical)
             .bind(s.high)
             .bind(s.medium)
