@@ -136,3 +136,55 @@ async fn an_upsert_stuck_behind_a_held_lock_fails_after_lock_timeout_as_a_retrya
         .await
         .expect("works once the lock is free");
 }
+
+#[tokio::test]
+async fn of_many_requesters_joined_to_one_scan_exactly_one_takes_the_poll_and_downloads() {
+    use scanreport_operator::store::{Claim, Leases};
+    let (store, _) = store("hygiene_poll", PoolConfig::default()).await;
+    let key = report(0, Utc::now()).key;
+    let leases = Leases::default();
+    store
+        .request_scan(&key, None, false, Duration::from_secs(60), &leases)
+        .await
+        .expect("request");
+    let claim = store
+        .claim(key.report_id(), key.registration_uuid, 4, "a", &leases)
+        .await
+        .expect("claim");
+    assert_eq!(claim, Claim::Won);
+    assert!(
+        store
+            .record_submission(key.report_id(), "a", "scan-1", &leases)
+            .await
+            .expect("submit")
+    );
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), key.report_id());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .take_poll(id, "scan-1", Duration::from_secs(60))
+                    .await
+                    .expect("take poll")
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(winners, 1, "one download per scan, however many joined");
+    // A poll scheduled for later is nobody's until it is due.
+    store
+        .poll_later(key.report_id(), "scan-1", Duration::from_secs(60))
+        .await
+        .expect("poll later");
+    assert!(
+        !store
+            .take_poll(key.report_id(), "scan-1", Duration::from_secs(60))
+            .await
+            .expect("take poll")
+    );
+}

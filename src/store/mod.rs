@@ -181,12 +181,6 @@ impl Store {
         self
     }
 
-    /// Whether the database answers a trivial query within `timeout`: for readiness.
-    pub async fn ping(&self, timeout: Duration) -> bool {
-        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
-        matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(1)))
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
