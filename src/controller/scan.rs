@@ -298,7 +298,14 @@ impl<'a> ReportTask<'a> {
                     Some(Duration::from_millis(200)),
                 ))
             }
-            Err(e) if e.is_transient() => Err(ReconcileError::scanner(scanner, e)),
+            Err(e) if e.is_transient() => {
+                // Give the poll back at once, so that a joined request need not wait out the
+                // lease to try again.
+                ctx.store
+                    .poll_later(report_id, scan_id, Duration::ZERO)
+                    .await?;
+                Err(ReconcileError::scanner(scanner, e))
+            }
             Err(e) => self.reject(scan_id, e).await,
         }
     }
