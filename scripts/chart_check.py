@@ -67,6 +67,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "scannerSecretNamespaces": ["scanning", "team-a"],
     },
     "service monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "network policy": {"networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}],
+        "egress": [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+                   {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+    }},
     "one replica": {"replicas": 1},
     "everything set": {
         "image": {"repository": "registry.example.com/scanreport-operator", "tag": "0.1.0-rc1",
@@ -498,6 +505,26 @@ def _service_monitor() -> None:
         assert "service.enabled" in str(e), e
     else:
         raise AssertionError("a ServiceMonitor without a Service rendered")
+
+
+@check("NetworkPolicy: off by default; when on, selects the operator, opens only port http")
+def _network_policy() -> None:
+    assert not of_kind(render({}), "NetworkPolicy")
+    docs = render(VARIANTS["network policy"])
+    policy = one(docs, "NetworkPolicy")
+    deployment = one(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    [ingress] = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"}
+    assert len(policy["spec"]["egress"]) == 2
+    # Without egress rules, egress is not restricted (no Egress policy type).
+    open_egress = one(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert open_egress["spec"]["policyTypes"] == ["Ingress"]
+    assert "from" not in open_egress["spec"]["ingress"][0]
 
 
 @check("scheduling and metadata values reach the pod")
