@@ -14,6 +14,7 @@ use super::adapters::{Adapter, Adapters};
 use crate::api::ScanRequest;
 use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
 use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
 use crate::store::Leases;
 use crate::store::Store;
@@ -94,10 +95,17 @@ pub struct Context {
     /// Successful proofs of access, bounded in number and time.
     proofs: Mutex<ProofCache>,
     pub access_options: AccessOptions,
+    /// The redactor of the request that submitted each scan in flight (by report id), so that
+    /// whoever polls it scrubs the submitter's credentials from what the adapter echoes too.
+    /// Only this process's submissions are known; other text of a shared scan stays generic.
+    submitters: Mutex<HashMap<uuid::Uuid, Redactor>>,
 }
 
 /// Proofs of access kept at once; beyond it the oldest are proven again when next needed.
 const PROOF_CAPACITY: usize = 10_000;
+
+/// Submitters remembered at once; scans lost in a crash would otherwise pile up.
+const SUBMITTER_CAPACITY: usize = 10_000;
 
 impl Context {
     pub fn new(client: Client, store: Store, config: Config, metrics: Arc<Metrics>) -> Self {
@@ -117,6 +125,7 @@ impl Context {
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
             access_options: AccessOptions::default(),
+            submitters: Mutex::default(),
             client,
             store,
             config,
@@ -138,6 +147,32 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, now);
+    }
+
+    /// Remembers who submitted the scan of `report`.
+    pub(super) fn record_submitter(&self, report: uuid::Uuid, redactor: Redactor) {
+        let mut submitters = self.submitters.lock().unwrap_or_else(|e| e.into_inner());
+        if submitters.len() >= SUBMITTER_CAPACITY {
+            submitters.clear();
+        }
+        submitters.insert(report, redactor);
+    }
+
+    /// `own`, plus the submitter's secrets when this process submitted the scan of `report`.
+    pub(super) fn scan_redactor(&self, report: uuid::Uuid, own: &Redactor) -> Redactor {
+        let submitters = self.submitters.lock().unwrap_or_else(|e| e.into_inner());
+        match submitters.get(&report) {
+            Some(submitter) => own.and(submitter),
+            None => own.clone(),
+        }
+    }
+
+    /// The scan of `report` is over.
+    pub(super) fn forget_submitter(&self, report: uuid::Uuid) {
+        self.submitters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&report);
     }
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {

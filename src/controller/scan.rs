@@ -168,6 +168,7 @@ impl<'a> ReportTask<'a> {
         match submitted {
             Ok(scan_id) => {
                 tracing::info!(scan_id, "scan submitted");
+                ctx.record_submitter(report_id, plan.redactor.clone());
                 ctx.metrics.scan_submitted(&plan.adapter.name);
                 if !ctx
                     .store
@@ -247,6 +248,7 @@ impl<'a> ReportTask<'a> {
                     UpsertOutcome::Updated => Upsert::Updated,
                     UpsertOutcome::KeptExisting => Upsert::KeptExisting,
                 });
+                ctx.forget_submitter(report_id);
                 if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
                     ctx.metrics.scan_completed(scanner, took);
                 }
@@ -301,7 +303,9 @@ impl<'a> ReportTask<'a> {
             // The scan may have been submitted for another namespace, and the adapter's text
             // may be about that namespace's pull: it goes to the log only, scrubbed.
             Err(e) if e.is_transient() => {
-                let detail = plan.redactor.one_line(&e.to_string(), 1024);
+                let detail = ctx
+                    .scan_redactor(report_id, &plan.redactor)
+                    .one_line(&e.to_string(), 1024);
                 tracing::warn!(scan_id, error = %detail, "fetching the report failed; retrying");
                 Err(ReconcileError::ScanUnavailable {
                     scanner: scanner.clone(),
@@ -325,9 +329,12 @@ impl<'a> ReportTask<'a> {
     ) -> Result<Outcome, ReconcileError> {
         let plan = self.plan;
         let scanner = &plan.adapter.name;
-        let detail = plan
-            .redactor
+        let report_id = self.key.report_id();
+        let detail = self
+            .ctx
+            .scan_redactor(report_id, &plan.redactor)
             .one_line(&ReconcileError::scanner(scanner, e).to_string(), 1024);
+        self.ctx.forget_submitter(report_id);
         tracing::warn!(error = %detail, "the scanner rejected the scan");
         if own {
             self.ctx.event(
