@@ -456,7 +456,9 @@ impl AdapterClient {
         let mut secrets = self.credentials.secrets();
         secrets.extend_from_slice(extra_secrets);
         let message = error_message(&body, &secrets);
-        tracing::debug!(adapter = %self.base, operation = %op, status, %message, "adapter refused");
+        // Not the message: it may echo registry credentials this client does not know (a
+        // report fetch); the caller logs it scrubbed with the request's credentials.
+        tracing::debug!(adapter = %self.base, operation = %op, status, "adapter refused");
         classify_status(&self.base, op, status, message, retry_after)
     }
 }
