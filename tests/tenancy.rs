@@ -569,3 +569,52 @@ async fn credentials_echoed_by_a_hostile_adapter_never_reach_status_events_or_lo
     );
     assert_absent(&t.op.logs(), &team_a_secrets(), "the operator log");
 }
+
+#[tokio::test]
+async fn a_request_that_can_no_longer_prove_access_loses_the_summary_and_reports_it_had() {
+    let t = tenancy("tn-revoke", DevScannerConfig::default(), true).await;
+    let c = &t.client;
+    docker_secret(c, &t.ns_a, "pull", &t.registry_a.host(), TEAM_A).await;
+    let sr = tenant_request(
+        "app",
+        &t.scanner,
+        &t.registry_a.url(),
+        REPO_A,
+        &t.digest,
+        Some("pull"),
+    );
+    create(c, &t.ns_a, &sr).await;
+    let ready = wait_for(c, &t.ns_a, "app", "Ready", |sr| {
+        condition(sr, "Ready").is_some()
+    })
+    .await;
+    let status = ready.status.unwrap();
+    assert!(
+        status.summary.is_some() && !status.reports.is_empty(),
+        "{status:?}"
+    );
+
+    // Pointed at credentials the registry refuses: what it showed must go.
+    create_secret(
+        c,
+        &t.ns_a,
+        "stale",
+        "kubernetes.io/basic-auth",
+        json!({"username": TEAM_A.0, "password": "rotated-away"}),
+    )
+    .await;
+    let patch = json!({"spec": {"registry": {"credentialsSecretRef": {"name": "stale"}}}});
+    Api::<ScanRequest>::namespaced(c.clone(), &t.ns_a)
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let sr = wait_for(c, &t.ns_a, "app", "ArtifactAccessDenied", |sr| {
+        refused_with(sr, "ArtifactAccessDenied")
+    })
+    .await;
+    assert_no_report(&sr);
+}
