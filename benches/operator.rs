@@ -35,6 +35,7 @@ fn request(i: usize, scanner: &str) -> ScanRequest {
             registry: RegistrySpec {
                 url: "https://registry.example.test".into(),
                 credentials_secret_ref: None,
+                insecure: false,
             },
             artifact: ArtifactSpec {
                 repository: "bench/app".into(),
@@ -109,6 +110,8 @@ impl Operator {
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--database-max-connections", &concurrency.to_string()])
             .args(["--log-level", "warn"])
+            // The benchmark measures the controller, not a registry.
+            .args(["--artifact-access", "trust"])
             .env("KUBECONFIG", kubeconfig)
             .env("DATABASE_URL", database_url)
             .stdout(Stdio::null())

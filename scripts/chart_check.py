@@ -62,9 +62,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "leader election off": {"leaderElection": {"enabled": False}},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
-    "namespaced with scanner secrets": {
-        "watchNamespaces": ["team-a", "team-b"],
-        "scannerSecretNamespaces": ["scanning", "team-a"],
+    "namespaced, release namespace watched": {
+        "watchNamespaces": ["team-a", RELEASE_NAMESPACE],
     },
     "service monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "network policy": {"networkPolicy": {
@@ -312,7 +311,8 @@ def _namespaced_rbac() -> None:
     assert_rules(cluster_roles[0], SCANNER_RULES)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(docs, "Role")}
     assert set(roles) == {("team-a", FULLNAME), ("team-b", FULLNAME),
-                          (RELEASE_NAMESPACE, f"{FULLNAME}-leader-election")}, sorted(roles)
+                          (RELEASE_NAMESPACE, f"{FULLNAME}-leader-election"),
+                          (RELEASE_NAMESPACE, f"{FULLNAME}-scanner-secrets")}, sorted(roles)
     for ns in ("team-a", "team-b"):
         assert_rules(roles[(ns, FULLNAME)], NAMESPACED_RULES)
     bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in of_kind(docs, "RoleBinding")}
@@ -332,16 +332,24 @@ def _two_releases() -> None:
     assert a and b and not a & b, f"{sorted(a & b)}"
 
 
-@check("Scanner auth Secrets: get-only Roles in the listed namespaces that are not watched")
+@check("Scanner auth Secrets: get-only, in the release namespace only, when it is not watched")
 def _scanner_secret_rbac() -> None:
-    docs = render(VARIANTS["namespaced with scanner secrets"])
-    extra = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == f"{FULLNAME}-scanner-secrets"]
-    assert [r["metadata"]["namespace"] for r in extra] == ["scanning"], "team-a is watched already"
+    def scanner_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in of_kind(docs, "Role")
+                if r["metadata"]["name"] == f"{FULLNAME}-scanner-secrets"]
+    docs = render(VARIANTS["namespaced"])
+    extra = scanner_roles(docs)
+    assert [r["metadata"]["namespace"] for r in extra] == [RELEASE_NAMESPACE], extra
     assert_rules(extra[0], {("", "secrets"): ["get"]})
     check_bindings(docs)
-    # Watching all namespaces, the ClusterRole covers them.
-    docs = render({"scannerSecretNamespaces": ["scanning"]})
-    assert not [r for r in of_kind(docs, "Role") if "scanner-secrets" in r["metadata"]["name"]]
+    # The release namespace watched: its Role covers it.
+    assert not scanner_roles(render(VARIANTS["namespaced, release namespace watched"]))
+    # Watching all namespaces, the ClusterRole covers it.
+    assert not scanner_roles(render({}))
+    for value in ("verify", "trust"):
+        args = container(render({"artifactAccess": value}))["args"]
+        assert f"--artifact-access={value}" in args, args
+    assert "--artifact-access=verify" in container(render({}))["args"]
 
 
 def check_bindings(docs: list[dict[str, Any]]) -> None:
@@ -428,7 +436,8 @@ def _args_and_probes() -> None:
     c = container(docs)
     assert c["args"] == [
         "run", "--listen=0.0.0.0:8080", "--log-format=json", "--log-level=info",
-        "--concurrency=16", "--default-max-in-flight=4", "--leader-election=true",
+        "--concurrency=16", "--default-max-in-flight=4", "--artifact-access=verify",
+        "--leader-election=true",
         "--lease-name=scanreport-operator"], c["args"]
     assert "command" not in c, "the image's ENTRYPOINT is the binary"
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]

@@ -104,10 +104,15 @@ pub struct RegistrySpec {
     /// Base URL of the registry, `http://` or `https://`.
     #[schemars(length(min = 8, max = 2048), regex(pattern = HTTP_URL_PATTERN))]
     pub url: String,
-    /// A Secret in the ScanRequest's namespace, of type `kubernetes.io/dockerconfigjson` or
-    /// `kubernetes.io/basic-auth`, whose credentials are passed to the scanner adapter.
+    /// A Secret in the ScanRequest's namespace, of type `kubernetes.io/dockerconfigjson`,
+    /// `kubernetes.io/dockercfg` or `kubernetes.io/basic-auth`, whose credentials prove access
+    /// to the artifact and are passed to the scanner adapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalSecretReference>,
+    /// Allow a plain `http://` registry and an unverified TLS certificate for the operator's
+    /// own calls to it. The adapter pulls with its own settings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -320,9 +325,10 @@ pub struct ScannerAuth {
     /// `APIKey` (key `apiKey`, sent in `header`).
     #[serde(rename = "type")]
     pub auth_type: ScannerAuthType,
-    /// The Secret holding the credentials (required unless `type` is `None`).
+    /// The Secret holding the credentials (required unless `type` is `None`), in the
+    /// operator's own namespace (`--cluster-resource-namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<NamespacedSecretReference>,
+    pub secret_ref: Option<LocalSecretReference>,
     /// Header name for `APIKey` authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
@@ -339,14 +345,6 @@ pub enum ScannerAuthType {
     Bearer,
     #[serde(rename = "APIKey")]
     ApiKey,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-pub struct NamespacedSecretReference {
-    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
-    pub namespace: String,
-    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
-    pub name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

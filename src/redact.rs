@@ -79,6 +79,17 @@ impl Redactor {
         Self::new(credentials.secrets(), pair)
     }
 
+    /// A redactor for the secrets of both `self` and `other`.
+    pub fn and(&self, other: &Redactor) -> Self {
+        let mut needles = self.needles.clone();
+        needles.extend(other.needles.iter().cloned());
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.dedup();
+        let mut flexible = self.flexible.clone();
+        flexible.extend(other.flexible.iter().cloned());
+        Self { needles, flexible }
+    }
+
     /// `text` with every secret, `Basic`/`Bearer` credential and URL user-info replaced by
     /// [`MARK`]. Whitespace is left as it is.
     pub fn scrub(&self, text: &str) -> String {
@@ -260,6 +271,18 @@ mod tests {
 
     fn redactor(user: &str, password: &str) -> Redactor {
         Redactor::new([user, password], [(user, password)])
+    }
+
+    #[test]
+    fn two_redactors_together_scrub_the_secrets_of_both() {
+        let a = redactor("robot-a", "pa  ss");
+        let b = redactor("robot-b", "secret-b");
+        let both = a.and(&b);
+        assert_eq!(
+            both.scrub("robot-a pa  ss robot-b secret-b"),
+            "*** *** *** ***"
+        );
+        assert_eq!(a.scrub("robot-b secret-b"), "robot-b secret-b");
     }
 
     #[test]

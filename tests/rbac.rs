@@ -466,6 +466,7 @@ async fn create_request_named(client: &Client, namespace: &str, name: &str, scan
                 credentials_secret_ref: Some(LocalSecretReference {
                     name: "pull-secret".into(),
                 }),
+                insecure: false,
             },
             artifact: ArtifactSpec {
                 repository: "library/nginx".into(),

@@ -9,7 +9,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use operator::{digest, request};
 use scanreport_operator::api::{
-    NamespacedSecretReference, ScanRequest, Scanner, ScannerAuth, ScannerAuthType, ScannerSpec,
+    LocalSecretReference, ScanRequest, Scanner, ScannerAuth, ScannerAuthType, ScannerSpec,
 };
 use support::fresh_namespace;
 
@@ -83,8 +83,7 @@ async fn scanner_rules_are_enforced_at_admission() {
     let mut s = scanner(&name("noheader"));
     s.spec.auth = Some(ScannerAuth {
         auth_type: ScannerAuthType::ApiKey,
-        secret_ref: Some(NamespacedSecretReference {
-            namespace: "scanning".into(),
+        secret_ref: Some(LocalSecretReference {
             name: "adapter-key".into(),
         }),
         header: None,

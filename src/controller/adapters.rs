@@ -187,6 +187,8 @@ pub struct Adapters {
     default_max_in_flight: i32,
     /// `--max-report-size`: the response limit of every adapter client.
     max_report_size: u64,
+    /// The only namespace Scanner auth Secrets are read from.
+    secret_namespace: String,
 }
 
 impl Adapters {
@@ -195,8 +197,10 @@ impl Adapters {
         metadata_ttl: Duration,
         default_max_in_flight: i32,
         max_report_size: u64,
+        secret_namespace: String,
     ) -> Self {
         Self {
+            secret_namespace,
             client,
             metadata: MetadataCache::new(metadata_ttl),
             scanners: Mutex::default(),
@@ -308,13 +312,13 @@ impl Adapters {
             .and_then(|a| a.secret_ref.as_ref())
         {
             Some(r) => Some(
-                Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
+                Api::<Secret>::namespaced(self.client.clone(), &self.secret_namespace)
                     .get_opt(&r.name)
                     .await
                     .map_err(ReconcileError::kube("reading the Scanner's auth Secret"))?
                     .ok_or_else(|| ReconcileError::ScannerSecretNotFound {
                         scanner: name.clone(),
-                        namespace: r.namespace.clone(),
+                        namespace: self.secret_namespace.clone(),
                         name: r.name.clone(),
                     })?,
             ),

@@ -14,6 +14,8 @@ use super::adapters::{Adapter, Adapters};
 use crate::api::ScanRequest;
 use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
+use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
 use crate::store::Leases;
 use crate::store::Store;
 
@@ -53,6 +55,26 @@ pub struct Config {
     /// reason ResponseTooLarge.
     #[arg(long, env = "MAX_REPORT_SIZE", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub max_report_size: u64,
+    /// Whether a request must prove access to its artifact at its own registry, with its own
+    /// credentials, before it may see a stored report, join a scan or start one: `verify`
+    /// (multi-tenant clusters) or `trust` (single-tenant clusters whose operator cannot reach
+    /// the registries; any namespace naming a digest then reads its report).
+    /// The last one given wins, so that a wrapper's default can be overridden.
+    #[arg(
+        long,
+        env = "ARTIFACT_ACCESS",
+        value_enum,
+        default_value = "verify",
+        overrides_with = "artifact_access"
+    )]
+    pub artifact_access: ArtifactAccess,
+    /// How long a successful proof of access is reused, e.g. 5m.
+    #[arg(long, env = "ACCESS_PROOF_TTL", default_value = "5m", value_parser = crate::duration::flag_within::<{ SECOND_MS }, { 24 * HOUR_MS }>)]
+    pub access_proof_ttl: Duration,
+    /// The namespace of the Secrets that Scanners' `spec.auth.secretRef` names (Scanners are
+    /// cluster-scoped; no other namespace is read for them). Defaults to the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "scanreport-system")]
+    pub cluster_resource_namespace: String,
     /// Unique per process: holder of scan claims. `run` derives it from `--instance`.
     #[arg(skip = format!("scanreport-operator-{:016x}", rand::random::<u64>()))]
     pub instance: String,
@@ -70,7 +92,20 @@ pub struct Context {
     pub backoff: Backoff,
     /// Permits for report downloads (`--max-concurrent-downloads`).
     pub downloads: tokio::sync::Semaphore,
+    /// Successful proofs of access, bounded in number and time.
+    proofs: Mutex<ProofCache>,
+    pub access_options: AccessOptions,
+    /// The redactor of the request that submitted each scan in flight (by report id), so that
+    /// whoever polls it scrubs the submitter's credentials from what the adapter echoes too.
+    /// Only this process's submissions are known; other text of a shared scan stays generic.
+    submitters: Mutex<HashMap<uuid::Uuid, Redactor>>,
 }
+
+/// Proofs of access kept at once; beyond it the oldest are proven again when next needed.
+const PROOF_CAPACITY: usize = 10_000;
+
+/// Submitters remembered at once; scans lost in a crash would otherwise pile up.
+const SUBMITTER_CAPACITY: usize = 10_000;
 
 impl Context {
     pub fn new(client: Client, store: Store, config: Config, metrics: Arc<Metrics>) -> Self {
@@ -85,14 +120,59 @@ impl Context {
                 config.metadata_ttl,
                 config.default_max_in_flight,
                 config.max_report_size,
+                config.cluster_resource_namespace.clone(),
             ),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
+            proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
+            access_options: AccessOptions::default(),
+            submitters: Mutex::default(),
             client,
             store,
             config,
             metrics,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Whether `key` was proven recently enough.
+    pub(super) fn proven(&self, key: &ProofKey, now: std::time::Instant) -> bool {
+        self.proofs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_proven(key, now)
+    }
+
+    pub(super) fn record_proof(&self, key: ProofKey, now: std::time::Instant) {
+        self.proofs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, now);
+    }
+
+    /// Remembers who submitted the scan of `report`.
+    pub(super) fn record_submitter(&self, report: uuid::Uuid, redactor: Redactor) {
+        let mut submitters = self.submitters.lock().unwrap_or_else(|e| e.into_inner());
+        if submitters.len() >= SUBMITTER_CAPACITY {
+            submitters.clear();
+        }
+        submitters.insert(report, redactor);
+    }
+
+    /// `own`, plus the submitter's secrets when this process submitted the scan of `report`.
+    pub(super) fn scan_redactor(&self, report: uuid::Uuid, own: &Redactor) -> Redactor {
+        let submitters = self.submitters.lock().unwrap_or_else(|e| e.into_inner());
+        match submitters.get(&report) {
+            Some(submitter) => own.and(submitter),
+            None => own.clone(),
+        }
+    }
+
+    /// The scan of `report` is over.
+    pub(super) fn forget_submitter(&self, report: uuid::Uuid) {
+        self.submitters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&report);
     }
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {

@@ -4,6 +4,8 @@
 //! changes; transient ones are retried with exponential backoff (`Reconciling=True`).
 
 use super::credentials::CredentialsError;
+use crate::registry::AccessError;
+use crate::registry::CredentialsError as RegistryCredentialsError;
 use crate::scanner::ScannerError;
 use crate::store::StoreError;
 
@@ -35,14 +37,24 @@ pub enum ReconcileError {
         "spec.registry.credentialsSecretRef: Secret {namespace}/{name} does not exist; create it or remove the reference"
     )]
     SecretNotFound { namespace: String, name: String },
-    #[error("spec.registry.credentialsSecretRef: Secret {namespace}/{name}: {source}")]
-    SecretInvalid {
-        namespace: String,
-        name: String,
-        #[source]
-        source: CredentialsError,
-    },
-    #[error("Scanner {scanner:?} spec.auth.secretRef: Secret {namespace}/{name} does not exist")]
+    /// The Secret is not a registry credential, or has none for the registry host; nothing is
+    /// sent anywhere. The message names the field and the Secret.
+    #[error("{0}")]
+    SecretInvalid(#[source] RegistryCredentialsError),
+    /// The request's registry did not prove that the request may see its artifact: no
+    /// report is shown, shared or scanned for it.
+    #[error("{0}")]
+    Access(#[source] AccessError),
+    /// A scan shared with other requests failed. The adapter's text may be about another
+    /// namespace's pull, so only this generic message reaches the status.
+    #[error(
+        "scanner {scanner:?} could not deliver the report of this artifact{}",
+        if *.transient { "; the operator retries" } else { "" }
+    )]
+    ScanUnavailable { scanner: String, transient: bool },
+    #[error(
+        "Scanner {scanner:?} spec.auth.secretRef: Secret {name} does not exist in the operator's namespace {namespace}; Scanner auth Secrets are read only from there"
+    )]
     ScannerSecretNotFound {
         scanner: String,
         namespace: String,
@@ -105,6 +117,8 @@ impl ReconcileError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::AdapterUnavailable { .. } | Self::Kube { .. } | Self::Panicked => false,
+            Self::Access(e) => !e.is_transient(),
+            Self::ScanUnavailable { transient, .. } => !transient,
             Self::Database(e) => !e.is_transient(),
             _ => true,
         }
@@ -118,7 +132,14 @@ impl ReconcileError {
             Self::UnsupportedMimeType { .. } => "UnsupportedMimeType",
             Self::UnsupportedArtifact { .. } => "UnsupportedArtifact",
             Self::SecretNotFound { .. } => "SecretNotFound",
-            Self::SecretInvalid { .. } => "SecretInvalid",
+            Self::SecretInvalid(_) => "SecretInvalid",
+            Self::Access(e) => e.reason(),
+            Self::ScanUnavailable {
+                transient: true, ..
+            } => "ScannerUnavailable",
+            Self::ScanUnavailable {
+                transient: false, ..
+            } => "ScanRejected",
             Self::ScannerSecretNotFound { .. } | Self::ScannerAuthInvalid { .. } => {
                 "ScannerMisconfigured"
             }
@@ -128,6 +149,17 @@ impl ReconcileError {
             Self::Kube { .. } => "KubernetesAPIError",
             Self::Panicked => "InternalError",
         }
+    }
+}
+
+impl ReconcileError {
+    /// Whether this failure means the request has not earned its reports: it then shows no
+    /// summary and no report, not even ones it had before.
+    pub fn withholds_reports(&self) -> bool {
+        matches!(
+            self,
+            Self::Access(_) | Self::SecretInvalid(_) | Self::SecretNotFound { .. }
+        )
     }
 }
 

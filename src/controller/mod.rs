@@ -44,6 +44,7 @@ use tracing::Instrument;
 
 use crate::api::ScanRequest;
 use crate::metrics::{ApiSource, ReconcileResult};
+use crate::redact::Redactor;
 pub use context::{Config, Context, MANAGER};
 pub use error::ReconcileError;
 use plan::Plan;
@@ -97,49 +98,56 @@ async fn pipeline(
     sr: &ScanRequest,
     ctx: &Context,
 ) -> (Result<Action, ReconcileError>, ReconcileResult) {
-    let steps = async {
-        // 1–3. Resolve the Scanner, validate, compute the report ids.
-        let plan = Plan::make(sr, ctx).await?;
-        // 4–7. Per report: use the stored one, or scan, poll and store.
-        let mut outcomes = Vec::with_capacity(plan.targets.len());
-        for key in &plan.targets {
-            let span = tracing::info_span!("report", report_id = %key.report_id(), mime_type = %key.mime_type);
-            let task = ReportTask::new(sr, &plan, key, ctx);
-            outcomes.push(task.drive().instrument(span).await?);
-        }
-        Ok::<_, ReconcileError>((plan, outcomes))
+    // 1–3. Resolve the Scanner, validate, compute the report ids, prove access.
+    let plan = match Plan::make(sr, ctx).await {
+        Ok(plan) => plan,
+        Err(e) => return failed(sr, ctx, e, &Redactor::default()).await,
     };
-    match steps.await {
-        Ok((plan, outcomes)) => {
-            // 8. Apply the status, only when it changed.
-            let (status, next) = status::settle(
-                sr,
-                plan.registration,
-                &plan.rescan,
-                &outcomes,
-                ctx.config.stall_recheck,
-                chrono::Utc::now(),
-            );
-            let result = status::apply(sr, ctx, status).await.map(|()| next.action());
-            if result.is_ok() {
-                ctx.backoff.forget(&sr.into());
-            }
-            (result, ReconcileResult::Ok)
-        }
-        Err(e) => {
-            let label = if e.is_permanent() {
-                ReconcileResult::Stalled
-            } else {
-                ReconcileResult::Retry
-            };
-            match &e {
-                ReconcileError::Database(_) => ctx.metrics.api_error(ApiSource::Postgres),
-                ReconcileError::Kube { .. } => ctx.metrics.api_error(ApiSource::Kubernetes),
-                _ => {}
-            }
-            (status::degrade(sr, ctx, e).await, label)
+    // 4–7. Per report: use the stored one, or scan, poll and store.
+    let mut outcomes = Vec::with_capacity(plan.targets.len());
+    for key in &plan.targets {
+        let span =
+            tracing::info_span!("report", report_id = %key.report_id(), mime_type = %key.mime_type);
+        let task = ReportTask::new(sr, &plan, key, ctx);
+        match task.drive().instrument(span).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => return failed(sr, ctx, e, &plan.redactor).await,
         }
     }
+    // 8. Apply the status, only when it changed.
+    let (status, next) = status::settle(
+        sr,
+        plan.registration,
+        &plan.rescan,
+        &outcomes,
+        ctx.config.stall_recheck,
+        chrono::Utc::now(),
+    );
+    let result = status::apply(sr, ctx, status).await.map(|()| next.action());
+    if result.is_ok() {
+        ctx.backoff.forget(&sr.into());
+    }
+    (result, ReconcileResult::Ok)
+}
+
+/// A step failed: record it in the status (its text scrubbed by `redactor`), stall or retry.
+async fn failed(
+    sr: &ScanRequest,
+    ctx: &Context,
+    e: ReconcileError,
+    redactor: &Redactor,
+) -> (Result<Action, ReconcileError>, ReconcileResult) {
+    let label = if e.is_permanent() {
+        ReconcileResult::Stalled
+    } else {
+        ReconcileResult::Retry
+    };
+    match &e {
+        ReconcileError::Database(_) => ctx.metrics.api_error(ApiSource::Postgres),
+        ReconcileError::Kube { .. } => ctx.metrics.api_error(ApiSource::Kubernetes),
+        _ => {}
+    }
+    (status::degrade(sr, ctx, e, redactor).await, label)
 }
 
 /// Errors that escape `reconcile` are Kubernetes API failures (a status write); back off.

@@ -1,8 +1,9 @@
 //! Steps 1–3: resolve the Scanner, validate the request against its adapter and Secrets, work
-//! out the report ids and what `rescanToken` and `rescanAfter` demand.
+//! out the report ids and what `rescanToken` and `rescanAfter` demand, and prove that the
+//! request may see its artifact (docs/security.md) before any report is shown or shared.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -16,6 +17,9 @@ use super::error::ReconcileError;
 use crate::api::{ScanRequest, ScanRequestSpec};
 use crate::identity::ReportKey;
 use crate::identity::{Digest, MimeType};
+use crate::redact::Redactor;
+use crate::registry::cache::SecretVersion;
+use crate::registry::{ProofKey, RegistryCredentials, RegistryEndpoint};
 use crate::scanner::RegistryAuthorization;
 
 /// What steps 1–3 work out.
@@ -24,6 +28,8 @@ pub struct Plan {
     pub registration: Uuid,
     pub targets: Vec<ReportKey>,
     pub registry_auth: Option<RegistryAuthorization>,
+    /// Scrubs this request's registry credentials from text that leaves the process.
+    pub redactor: Redactor,
     pub rescan_after: Option<Duration>,
     pub rescan: Rescan,
 }
@@ -40,7 +46,14 @@ impl Plan {
             .as_deref()
             .map(parse_rescan_after)
             .transpose()?;
-        let registry_auth = registry_authorization(sr, ctx).await?;
+        let endpoint = RegistryEndpoint::parse(&spec.registry.url, spec.registry.insecure)
+            .map_err(ReconcileError::Access)?;
+        let (credentials, secret) = registry_credentials(sr, ctx, endpoint.host()).await?;
+        if ctx.config.artifact_access.requires_proof() {
+            prove_access(sr, ctx, &endpoint, &credentials, secret).await?;
+        }
+        let redactor = Redactor::for_credentials(&credentials);
+        let registry_auth = authorization(&credentials);
         let rescan = match decide::rescan_demand(spec.rescan_token.as_deref(), sr.status.as_ref()) {
             RescanDemand::Known(rescan) => rescan,
             RescanDemand::NewToken(token) => Rescan::Wanted {
@@ -53,6 +66,7 @@ impl Plan {
             registration,
             targets,
             registry_auth,
+            redactor,
             rescan_after,
             rescan,
         })
@@ -103,13 +117,16 @@ pub fn parse_rescan_after(raw: &str) -> Result<Duration, ReconcileError> {
     })
 }
 
-/// The registry credentials from `spec.registry.credentialsSecretRef`, if any.
-async fn registry_authorization(
+/// The registry credentials from `spec.registry.credentialsSecretRef` (anonymous when it names
+/// none), only from a Secret of a registry type, and which version of the Secret they came
+/// from.
+async fn registry_credentials(
     sr: &ScanRequest,
     ctx: &Context,
-) -> Result<Option<RegistryAuthorization>, ReconcileError> {
+    registry_host: &str,
+) -> Result<(RegistryCredentials, Option<SecretVersion>), ReconcileError> {
     let Some(secret_ref) = &sr.spec.registry.credentials_secret_ref else {
-        return Ok(None);
+        return Ok((RegistryCredentials::Anonymous, None));
     };
     let namespace = sr.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -123,11 +140,61 @@ async fn registry_authorization(
             namespace: namespace.clone(),
             name: secret_ref.name.clone(),
         })?;
-    super::credentials::registry_authorization_from_secret(&secret, &sr.spec.registry.url)
-        .map(Some)
-        .map_err(|source| ReconcileError::SecretInvalid {
-            namespace,
-            name: secret_ref.name.clone(),
-            source,
-        })
+    let credentials = RegistryCredentials::from_secret(&secret, registry_host)
+        .map_err(ReconcileError::SecretInvalid)?;
+    let version = SecretVersion {
+        uid: secret.metadata.uid.clone().unwrap_or_default(),
+        resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
+    };
+    Ok((credentials, Some(version)))
+}
+
+/// The `registry.authorization` the adapter gets: the same credentials that proved access.
+fn authorization(credentials: &RegistryCredentials) -> Option<RegistryAuthorization> {
+    use secrecy::ExposeSecret;
+    match credentials {
+        RegistryCredentials::Anonymous => None,
+        RegistryCredentials::Basic { username, password } => Some(RegistryAuthorization::basic(
+            username.expose_secret(),
+            password.expose_secret(),
+        )),
+        RegistryCredentials::Bearer { token } => {
+            Some(RegistryAuthorization::bearer(token.expose_secret()))
+        }
+    }
+}
+
+/// The proof of access: the request's own registry, with its own credentials, serves the
+/// manifest of its digest. Successful proofs are cached per namespace, registry, repository,
+/// digest and Secret version.
+async fn prove_access(
+    sr: &ScanRequest,
+    ctx: &Context,
+    endpoint: &RegistryEndpoint,
+    credentials: &RegistryCredentials,
+    secret: Option<SecretVersion>,
+) -> Result<(), ReconcileError> {
+    let artifact = &sr.spec.artifact;
+    let key = ProofKey {
+        namespace: sr.namespace().unwrap_or_default(),
+        registry: endpoint.host().to_owned(),
+        repository: artifact.repository.clone(),
+        digest: artifact.digest.clone(),
+        secret,
+    };
+    if ctx.proven(&key, Instant::now()) {
+        return Ok(());
+    }
+    crate::registry::prove_access(
+        endpoint,
+        &artifact.repository,
+        &artifact.digest,
+        credentials,
+        &ctx.access_options,
+    )
+    .await
+    .map_err(ReconcileError::Access)?;
+    tracing::debug!(registry = %key.registry, "access to the artifact proven");
+    ctx.record_proof(key, Instant::now());
+    Ok(())
 }

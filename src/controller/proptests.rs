@@ -222,7 +222,6 @@ proptest! {
             ".{0,30}",
         ],
     ) {
-        let _ = crate::controller::credentials::registry_authorization(secret_type.as_deref(), &data, &registry);
         let host = crate::registry::credentials::registry_host(&registry).unwrap_or_default();
         let _ = crate::registry::credentials::RegistryCredentials::from_parts(
             "s", secret_type.as_deref(), &data, &host,
@@ -241,6 +240,6 @@ proptest! {
         data in proptest::option::of(secret_data()),
     ) {
         let auth = ScannerAuth { auth_type, secret_ref: None, header };
-        let _ = crate::controller::credentials::adapter_credentials(Some(&auth), data.as_ref());
+        let _ = super::credentials::adapter_credentials(Some(&auth), data.as_ref());
     }
 }

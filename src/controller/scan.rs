@@ -168,6 +168,7 @@ impl<'a> ReportTask<'a> {
         match submitted {
             Ok(scan_id) => {
                 tracing::info!(scan_id, "scan submitted");
+                ctx.record_submitter(report_id, plan.redactor.clone());
                 ctx.metrics.scan_submitted(&plan.adapter.name);
                 if !ctx
                     .store
@@ -203,7 +204,7 @@ impl<'a> ReportTask<'a> {
                     .await?;
                 Err(ReconcileError::scanner(&plan.adapter.name, e))
             }
-            Err(e) => self.reject(holder, e).await,
+            Err(e) => self.reject(holder, e, true).await,
         }
     }
 
@@ -247,6 +248,7 @@ impl<'a> ReportTask<'a> {
                     UpsertOutcome::Updated => Upsert::Updated,
                     UpsertOutcome::KeptExisting => Upsert::KeptExisting,
                 });
+                ctx.forget_submitter(report_id);
                 if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
                     ctx.metrics.scan_completed(scanner, took);
                 }
@@ -298,28 +300,56 @@ impl<'a> ReportTask<'a> {
                     Some(Duration::from_millis(200)),
                 ))
             }
+            // The scan may have been submitted for another namespace, and the adapter's text
+            // may be about that namespace's pull: it goes to the log only, scrubbed. The poll
+            // is given back at once, so that a joined request need not wait out the lease.
             Err(e) if e.is_transient() => {
-                // Give the poll back at once, so that a joined request need not wait out the
-                // lease to try again.
+                let detail = ctx
+                    .scan_redactor(report_id, &plan.redactor)
+                    .one_line(&e.to_string(), 1024);
+                tracing::warn!(scan_id, error = %detail, "fetching the report failed; retrying");
                 ctx.store
                     .poll_later(report_id, scan_id, Duration::ZERO)
                     .await?;
-                Err(ReconcileError::scanner(scanner, e))
+                Err(ReconcileError::ScanUnavailable {
+                    scanner: scanner.clone(),
+                    transient: true,
+                })
             }
-            Err(e) => self.reject(scan_id, e).await,
+            Err(e) => self.reject(scan_id, e, false).await,
         }
     }
 
     /// The adapter rejected the scan for good: the job fails for every requester of the
-    /// report, and the report shows why.
+    /// report. The job (which every requester of the report reads) keeps only a generic
+    /// message: the adapter's text may name the submitter's registry, repository or account.
+    /// The details, scrubbed of this request's credentials, go to the log, and to a Warning
+    /// Event of this request when it submitted the scan itself (`own`).
     async fn reject(
         self,
         holder_or_scan: &str,
         e: crate::scanner::ScannerError,
+        own: bool,
     ) -> Result<Outcome, ReconcileError> {
         let plan = self.plan;
         let scanner = &plan.adapter.name;
-        let error = ReconcileError::scanner(scanner, e).to_string();
+        let report_id = self.key.report_id();
+        let detail = self
+            .ctx
+            .scan_redactor(report_id, &plan.redactor)
+            .one_line(&ReconcileError::scanner(scanner, e).to_string(), 1024);
+        self.ctx.forget_submitter(report_id);
+        tracing::warn!(error = %detail, "the scanner rejected the scan");
+        if own {
+            self.ctx.event(
+                self.sr,
+                EventType::Warning,
+                "ScanRejected",
+                self.key.mime_type.as_str(),
+                detail,
+            );
+        }
+        let error = shared_failure(scanner);
         self.ctx.metrics.scan_failed(scanner);
         self.ctx
             .store
@@ -349,4 +379,13 @@ impl<'a> ReportTask<'a> {
             requeue,
         }
     }
+}
+
+/// What every requester of a failed scan sees: nothing about whose pull failed or why. The
+/// request that submitted it has the adapter's answer in its Events; a changed ScanRequest
+/// (or a new `rescanToken`) submits the scan again with its own registry credentials.
+pub fn shared_failure(scanner: &str) -> String {
+    format!(
+        "scanner {scanner:?} could not scan this artifact; the request that submitted the scan has the adapter's answer in its Events. Check spec.registry and its credentials, then change the ScanRequest (e.g. set a new rescanToken) to scan again with them"
+    )
 }

@@ -25,6 +25,7 @@ use crate::api::{
     CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportPhase, ReportStatus,
     ScanRequest, ScanRequestStatus, ScannerInfo, SeveritySummary,
 };
+use crate::redact::Redactor;
 
 /// Step 8, part 1: the status and when to look again, from the outcomes of all reports.
 pub fn settle(
@@ -84,23 +85,30 @@ pub async fn apply(
     Ok(())
 }
 
-/// A failed pipeline: record why in the status (keeping the reports it had), then stall or
-/// back off.
+/// Longest error message kept in a condition or Event note.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// A failed pipeline: record why in the status, then stall or back off. The reports stay,
+/// unless the failure means the request has not earned them (no proof of access, no valid
+/// credentials): then no summary and no report is shown. Every message is scrubbed of the
+/// request's credentials by `redactor` before it reaches the status, an Event or the log.
 pub async fn degrade(
     sr: &ScanRequest,
     ctx: &Context,
     error: ReconcileError,
+    redactor: &Redactor,
 ) -> Result<Action, ReconcileError> {
     let previous = sr.status.clone().unwrap_or_default();
+    let message = redactor.one_line(&error.to_string(), MAX_MESSAGE_CHARS);
     let (overall, action) = if error.is_permanent() {
-        tracing::info!(error = %error, "stalled");
-        if newly_stalled(&previous.conditions, &error.to_string()) {
+        tracing::info!(error = %message, "stalled");
+        if newly_stalled(&previous.conditions, &message) {
             ctx.event(
                 sr,
                 EventType::Warning,
                 error.reason(),
                 "request",
-                error.to_string(),
+                message.clone(),
             );
         }
         // A changed ScanRequest or Scanner triggers a reconcile; Secrets are not watched, so
@@ -108,26 +116,40 @@ pub async fn degrade(
         (
             Overall::Stalled {
                 reason: error.reason().into(),
-                message: error.to_string(),
+                message,
             },
             Action::requeue(ctx.config.stall_recheck),
         )
     } else {
         let delay = ctx.backoff.failed(sr.into());
-        tracing::warn!(error = %error, retry_in = ?delay, "transient failure; retrying");
+        tracing::warn!(error = %message, retry_in = ?delay, "transient failure; retrying");
+        let reports: &[ReportStatus] = if error.withholds_reports() {
+            &[]
+        } else {
+            &previous.reports
+        };
         (
-            retrying(&previous.reports, error.reason(), error.to_string()),
+            retrying(reports, error.reason(), message),
             Action::requeue(delay),
         )
     };
-    let status = degraded(
+    let mut status = degraded(
         previous,
         sr.metadata.generation,
         &overall,
         chrono::Utc::now(),
     );
+    if error.withholds_reports() {
+        withhold(&mut status);
+    }
     apply(sr, ctx, status).await?;
     Ok(action)
+}
+
+/// Drops everything that came from stored reports: the request has not proven it may see them.
+pub fn withhold(status: &mut ScanRequestStatus) {
+    status.summary = None;
+    status.reports.clear();
 }
 
 /// Whether stalling with `message` is news (an Event is published only then).

@@ -160,7 +160,7 @@ pub enum AccessError {
     )]
     InvalidReference { reference: String },
     #[error(
-        "the registry {registry} denied access to {repository} (HTTP {status}) with {credentials} credentials; name a Secret in spec.registry.credentialsSecretRef that may pull this repository"
+        "the registry {registry} denied access to {repository} (HTTP {status}) to credentials of kind {credentials}; name a Secret in spec.registry.credentialsSecretRef that may pull this repository"
     )]
     Denied {
         registry: String,
@@ -776,6 +776,15 @@ mod tests {
         };
         assert!(!denied.is_transient());
         assert_eq!(denied.reason(), "ArtifactAccessDenied");
+        // The kind of credentials survives redaction (no scheme word followed by a space).
+        let basic = AccessError::Denied {
+            registry: "r".into(),
+            repository: "p".into(),
+            status: 401,
+            credentials: "basic",
+        };
+        let shown = crate::redact::Redactor::default().scrub(&basic.to_string());
+        assert!(shown.contains("kind basic;"), "{shown}");
         assert!(
             denied
                 .to_string()

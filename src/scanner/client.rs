@@ -456,7 +456,9 @@ impl AdapterClient {
         let mut secrets = self.credentials.secrets();
         secrets.extend_from_slice(extra_secrets);
         let message = error_message(&body, &secrets);
-        tracing::debug!(adapter = %self.base, operation = %op, status, %message, "adapter refused");
+        // Not the message: it may echo registry credentials this client does not know (a
+        // report fetch); the caller logs it scrubbed with the request's credentials.
+        tracing::debug!(adapter = %self.base, operation = %op, status, "adapter refused");
         classify_status(&self.base, op, status, message, retry_after)
     }
 }
@@ -922,7 +924,12 @@ mod tests {
             !msg.contains("pa55word") && !msg.contains("cm9ib3Q6cGE1NXdvcmQ="),
             "{msg}"
         );
-        assert_eq!(msg, "cannot pull with *** (***) ***");
+        assert_eq!(msg, "cannot pull with Basic *** (***) ***");
+        // The account name too, and a password with two spaces in a row, echoed as sent.
+        let auth = RegistryAuthorization::basic("robot-a", "pa  55");
+        let body = br#"{"error":{"message":"user robot-a password pa  55 refused"}}"#;
+        let msg = error_message(body, &registry_secrets(&auth));
+        assert_eq!(msg, "user *** password *** refused");
         let long = "x".repeat(2000);
         assert_eq!(
             error_message(long.as_bytes(), &[]).chars().count(),

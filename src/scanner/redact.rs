@@ -1,40 +1,36 @@
 //! Keeping credentials out of what adapters echo: error messages scrubbed of every known
-//! secret, and URLs without their user information.
+//! secret (through [`crate::redact`]), and URLs without their user information.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::auth::RegistryAuthorization;
 use super::wire;
+use crate::redact::Redactor;
 
 /// Longest adapter message kept in an error.
 pub(super) const MAX_MESSAGE_CHARS: usize = 512;
 
-/// The message of an `ErrorResponse`, or the body's text; cleaned, shortened and with every
-/// known secret replaced by `***`, since adapters sometimes echo what they were sent.
+/// The message of an `ErrorResponse`, or the body's text; every known secret replaced by
+/// `***` in whatever form it takes ([`crate::redact::Redactor`], matched before whitespace is
+/// collapsed), since adapters sometimes echo what they were sent; then cleaned and shortened.
 pub(super) fn error_message(body: &[u8], secrets: &[String]) -> String {
     let text = serde_json::from_slice::<wire::ErrorResponse>(body)
         .ok()
         .map(|e| e.error.message)
         .filter(|m| !m.trim().is_empty())
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let mut text: String = text
+    // Very short values (say a one-letter user name) would blank ordinary words.
+    let redactor = Redactor::new(
+        secrets.iter().map(String::as_str).filter(|s| s.len() >= 4),
+        std::iter::empty(),
+    );
+    let scrubbed: String = redactor
+        .scrub(&text)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    // Longest first, so `user:password` goes whole before `password` alone.
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        text = text.replace(secret.as_str(), "***");
-    }
-    if text.chars().count() > MAX_MESSAGE_CHARS {
-        text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
-    }
-    text
+        .collect();
+    Redactor::default().one_line(&scrubbed, MAX_MESSAGE_CHARS)
 }
 
 /// What a registry authorization could show up as in an echo: the header value, its token and,
@@ -50,7 +46,9 @@ pub(super) fn registry_secrets(auth: &RegistryAuthorization) -> Vec<String> {
                 .ok()
                 .and_then(|d| String::from_utf8(d).ok())
         {
-            if let Some((_, password)) = decoded.split_once(':') {
+            if let Some((user, password)) = decoded.split_once(':') {
+                // The account name tells another tenant whose registry this is.
+                out.push(user.to_owned());
                 out.push(password.to_owned());
             }
             out.push(decoded);

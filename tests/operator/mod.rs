@@ -22,8 +22,11 @@ pub struct Operator {
     _dir: tempfile::TempDir,
 }
 
-/// Flags that keep test runs quick: short queue polls and rechecks.
+/// Flags that keep test runs quick: short queue polls and rechecks. The tests' made-up registry
+/// (`registry.example.test`) cannot prove access, so they trust; tests/tenancy.rs verifies.
 pub const FAST: &[&str] = &[
+    "--artifact-access",
+    "trust",
     "--queue-poll",
     "200ms",
     "--stall-recheck",
@@ -180,6 +183,7 @@ pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanR
             registry: RegistrySpec {
                 url: "https://registry.example.test".into(),
                 credentials_secret_ref: None,
+                insecure: false,
             },
             artifact: ArtifactSpec {
                 repository: "library/nginx".into(),

@@ -80,12 +80,17 @@ pub enum FaultKind {
     Oversized,
     /// Report endpoint only: forget the scan and answer 404, as after an adapter restart.
     LoseScan,
+    /// A hostile or careless adapter: answer this status (400..=599) with an error message that
+    /// echoes the registry URL, repository and `registry.authorization` of the scan request
+    /// (the one of this call on the scan endpoint, the last one elsewhere), the Basic form
+    /// decoded into its username and password.
+    EchoCredentials { status: u16 },
 }
 
 /// A fault for the next `count` requests of an endpoint (every request when `count` is absent).
 ///
 /// Command-line form: `ENDPOINT:FAULT[:COUNT]`, with ENDPOINT `metadata`, `scan` or `report` and
-/// FAULT a status 500..=599, `hang`, `malformed`, `oversized` or `lost`; e.g. `report:503:2`.
+/// FAULT a status 500..=599, `hang`, `malformed`, `oversized`, `lost` or `echo`; e.g. `report:503:2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultRule {
     pub endpoint: Endpoint,
@@ -111,6 +116,9 @@ impl FaultRule {
         match self.kind {
             FaultKind::ServerError { status } if !(500..=599).contains(&status) => {
                 return Err(invalid("a server error status must be 500..=599"));
+            }
+            FaultKind::EchoCredentials { status } if !(400..=599).contains(&status) => {
+                return Err(invalid("an echo status must be 400..=599"));
             }
             FaultKind::LoseScan if self.endpoint != Endpoint::Report => {
                 return Err(invalid("`lost` applies to the report endpoint only"));
@@ -145,11 +153,12 @@ impl FromStr for FaultRule {
             "malformed" => FaultKind::MalformedJson,
             "oversized" => FaultKind::Oversized,
             "lost" => FaultKind::LoseScan,
+            "echo" => FaultKind::EchoCredentials { status: 400 },
             other => match other.parse::<u16>() {
                 Ok(status) => FaultKind::ServerError { status },
                 Err(_) => {
                     return Err(invalid(format!(
-                        "unknown fault {other:?} in {s:?}; expected a 5xx status, hang, malformed, oversized or lost"
+                        "unknown fault {other:?} in {s:?}; expected a 5xx status, hang, malformed, oversized, lost or echo"
                     )));
                 }
             },

@@ -228,6 +228,12 @@ async fn scan(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
 
 async fn scan_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     s.lock().stats.scan_requests += 1;
+    // An echo answers about this very request.
+    if let Some(FaultKind::EchoCredentials { .. }) = peek_fault(s, Endpoint::Scan)
+        && let Ok(request) = serde_json::from_slice::<wire::ScanRequest>(body)
+    {
+        s.lock().last_scan_request = Some(request);
+    }
     if let Some(resp) = apply_fault(
         s,
         Endpoint::Scan,
@@ -611,7 +617,34 @@ async fn apply_fault(
         }
         // Handled by the report endpoint; elsewhere rejected by validation.
         FaultKind::LoseScan => Some(StatusCode::NOT_FOUND.into_response()),
+        FaultKind::EchoCredentials { status } => Some(error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &echo_message(s.lock().last_scan_request.as_ref()),
+        )),
     }
+}
+
+/// What a careless adapter says when a pull fails: everything it was given.
+fn echo_message(request: Option<&wire::ScanRequest>) -> String {
+    let Some(request) = request else {
+        return "pull failed (no scan request seen)".into();
+    };
+    let authorization = request
+        .registry
+        .authorization
+        .as_ref()
+        .map(|a| a.expose().to_owned())
+        .unwrap_or_default();
+    let decoded = authorization
+        .strip_prefix("Basic ")
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|d| String::from_utf8(d).ok())
+        .unwrap_or_default();
+    let (user, password) = decoded.split_once(':').unwrap_or(("", ""));
+    format!(
+        "failed to pull {}/{}@{}: the registry refused Authorization: {authorization} (user {user}, password {password})",
+        request.registry.url, request.artifact.repository, request.artifact.digest
+    )
 }
 
 /// `{"padding": <spaces> "x"}` of exactly `len` bytes (at least 16), streamed in chunks.
