@@ -216,8 +216,8 @@ fn scrub_auth_schemes(text: &str) -> String {
 }
 
 /// Replaces the user-info of every URL in `text` (`scheme://user:password@host`) with
-/// [`MARK`]; URLs are recognised with `url::Url`.
-fn scrub_url_userinfo(text: &str) -> String {
+/// [`MARK`]; URLs are recognised with `url::Url`. The one URL-redaction helper of the crate.
+pub fn scrub_url_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
     while let Some(found) = text[pos..].find("://") {

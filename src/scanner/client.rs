@@ -639,7 +639,7 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
 /// Checks the base URL: http(s), a host, no credentials, query or fragment.
 pub(super) fn normalise_base_url(base_url: &str) -> Result<String, ScannerError> {
     let invalid = |reason: &str| ScannerError::InvalidUrl {
-        url: redact_userinfo(base_url),
+        url: crate::redact::scrub_url_userinfo(base_url),
         reason: reason.to_owned(),
     };
     let url = Url::parse(base_url.trim()).map_err(|e| invalid(&e.to_string()))?;
@@ -962,10 +962,10 @@ mod tests {
             assert!(!err.to_string().contains("u:p"), "{err}");
         }
         assert_eq!(
-            redact_userinfo("https://user:pw@h/x@y"),
+            crate::redact::scrub_url_userinfo("https://user:pw@h/x@y"),
             "https://***@h/x@y"
         );
-        assert_eq!(redact_userinfo("not a url"), "not a url");
+        assert_eq!(crate::redact::scrub_url_userinfo("not a url"), "not a url");
     }
 
     #[test]

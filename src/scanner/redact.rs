@@ -56,16 +56,3 @@ pub(super) fn registry_secrets(auth: &RegistryAuthorization) -> Vec<String> {
     }
     out
 }
-
-/// Replaces `user:password@` in a URL-like string with `***@`.
-pub(super) fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let sep = if scheme.is_empty() { "" } else { "://" };
-            format!("{scheme}{sep}***{}", &rest[at..])
-        }
-        None => url.to_owned(),
-    }
-}
