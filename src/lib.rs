@@ -11,13 +11,15 @@
 //! * `scanner::client`: `AdapterClient`: HTTP calls (metadata, scan, report), body caps, status classification.
 //! * `scanner::metadata`: adapter metadata, capability targeting, scan request building, `MetadataCache`.
 //! * `scanner::tls`: the client's rustls configuration and TLS failure classification.
-//! * `scanner::redact`: secrets scrubbed from adapter messages, user information from URLs.
-//! * `scanner::auth`: adapter and registry credentials as the client holds them (with `secrecy`).
+//! * `scanner::redact`: adapter messages made safe to show (through `redact`), capped to one line.
+//! * `scanner::auth`: adapter and registry credentials as the client sends them (with `secrecy`).
 //! * `scanner::summary`, `scanner::wire`, `scanner::error`: severity counts, the spec's JSON bodies, `ScannerError`.
+//! * `registry`: proof of access to an artifact (OCI distribution, Basic and Bearer challenges), tag resolution, bounded manifest fetch, credentials from registry Secrets only, `ProofCache`, `ArtifactAccess`.
+//! * `redact`: credentials scrubbed from any text (raw, escaped, base64 and Basic forms, URL user-info), the one URL-redaction helper.
 //! * `controller`: the driver: `reconcile` reads as the 8 steps, `error_policy`.
 //! * `controller::context`: `Config` (the `run` flags), `Context`, per-object `Backoff`, Events.
-//! * `controller::plan`: steps 1–3: resolve the Scanner, validate, registry credentials, rescan demand.
-//! * `controller::credentials`: adapter and registry credentials from Kubernetes Secret data.
+//! * `controller::plan`: steps 1–3: resolve the Scanner, validate, registry credentials, proof of access, rescan demand.
+//! * `controller::credentials`: adapter credentials (Scanner `spec.auth`) from Secret data in the operator's namespace.
 //! * `controller::adapters`: the Scanner cache look-up, adapter clients per Scanner, the Scanner status.
 //! * `controller::scan`: steps 4–7 for one report: `ReportTask` (`drive`, `submit`, `poll`, `reject`).
 //! * `controller::decide`: the pure decisions: stored report, in-flight phase, overall state, rescans, requeue.

@@ -1,5 +1,5 @@
 //! Keeping credentials out of what adapters echo: error messages scrubbed of every known
-//! secret (through [`crate::redact`]), and URLs without their user information.
+//! secret (through [`crate::redact`]) and shortened to one line.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
