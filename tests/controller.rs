@@ -15,7 +15,7 @@ use devscanner::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use operator::{Operator, WAIT, create_scanner, digest, request};
+use operator::{Operator, WAIT, condition, create, create_scanner, digest, request};
 use rand::{Rng, SeedableRng};
 use scanreport_operator::api::{LocalSecretReference, ReportPhase, ScanRequest, Scanner};
 use scanreport_operator::identity::{self, Digest, MimeType};
@@ -55,24 +55,6 @@ async fn fixture(prefix: &str, adapter: DevScannerConfig) -> Fixture {
         adapter,
         scanner,
     }
-}
-
-async fn create(client: &Client, ns: &str, sr: &ScanRequest) {
-    Api::<ScanRequest>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), sr)
-        .await
-        .unwrap();
-}
-
-fn condition<'a>(
-    sr: &'a ScanRequest,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    sr.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
 }
 
 fn is_ready(sr: &ScanRequest) -> bool {

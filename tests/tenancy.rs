@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use operator::{Operator, WAIT, create_scanner, request};
+use operator::{Operator, WAIT, create, create_scanner, request};
 use scanreport_operator::api::{LocalSecretReference, RegistrySpec, ScanRequest, Scanner};
 use scanreport_operator::store::{PoolConfig, Store};
 use serde_json::json;
@@ -162,22 +162,12 @@ fn tenant_request(
     sr
 }
 
-async fn create(client: &Client, ns: &str, sr: &ScanRequest) {
-    Api::<ScanRequest>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), sr)
-        .await
-        .unwrap();
-}
-
+/// The condition of `type_` in `sr`'s status, when it is True.
 fn condition<'a>(
     sr: &'a ScanRequest,
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    sr.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
+    operator::condition(sr, type_).filter(|c| c.status == "True")
 }
 
 /// Waits until `ns/name` satisfies `check`.

@@ -197,3 +197,23 @@ pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanR
         },
     )
 }
+
+/// Creates `sr` in `ns`; a refusal fails the test.
+pub async fn create(client: &Client, ns: &str, sr: &ScanRequest) {
+    Api::<ScanRequest>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), sr)
+        .await
+        .unwrap();
+}
+
+/// The condition of `type_` in `sr`'s status, whatever its status value.
+pub fn condition<'a>(
+    sr: &'a ScanRequest,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    sr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
