@@ -74,6 +74,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
                    {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
     }},
     "one replica": {"replicas": 1},
+    "report API, Helm-made certificate": {"reportApi": {"enabled": True}},
+    "report API, own Secret": {"reportApi": {"enabled": True, "certificates": {
+        "source": "secret", "existingSecret": "reports-tls", "caBundle": "Y2E="}}},
+    "report API, cert-manager": {"reportApi": {"enabled": True, "certificates": {
+        "source": "certManager",
+        "certManager": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}}}}},
     "everything set": {
         "image": {"repository": "registry.example.com/scanreport-operator", "tag": "0.1.0-rc1",
                   "pullPolicy": "Always"},
@@ -114,7 +120,11 @@ def render_raw(values: dict[str, Any], name: str = RELEASE,
 
 def render(values: dict[str, Any], name: str = RELEASE,
            namespace: str = RELEASE_NAMESPACE) -> list[dict[str, Any]]:
-    """The rendered objects, in template order, without NOTES.txt."""
+    """The rendered objects, in template order, without NOTES.txt. Values that do not mention
+    reportApi render without it: most checks are about the reconciler's objects, and the report
+    API (on by default) has checks of its own."""
+    if "reportApi" not in values:
+        values = {**values, "reportApi": {"enabled": False}}
     docs = []
     for path, text in sorted(render_raw(values, name, namespace).items()):
         if path.endswith("NOTES.txt"):
@@ -190,6 +200,18 @@ def validate_strict(doc: dict[str, Any], version: str) -> None:
         raise AssertionError(f"{what}: {e.message}") from None
 
 
+def metrics_service(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in of_kind(docs, "Service") if d["metadata"]["name"] == FULLNAME)
+
+
+def check_certificate_shape(cert: dict[str, Any]) -> None:
+    """cert-manager's Certificate: the fields the report API needs."""
+    assert cert["apiVersion"] == "cert-manager.io/v1", cert["apiVersion"]
+    spec = cert["spec"]
+    assert set(spec) == {"secretName", "dnsNames", "issuerRef"}, sorted(spec)
+    assert spec["issuerRef"].get("name"), spec
+
+
 def check_service_monitor_shape(sm: dict[str, Any], service: dict[str, Any]) -> None:
     """kubernetes-validate only knows built-in kinds, and the Prometheus Operator's CRD is not
     ours to vendor; so check the fields a ServiceMonitor needs to scrape our Service."""
@@ -248,15 +270,18 @@ def validate_variant(values: dict[str, Any]) -> None:
     assert docs, "nothing rendered"
     service_monitors = of_kind(docs, "ServiceMonitor")
     for sm in service_monitors:
-        check_service_monitor_shape(sm, one(docs, "Service"))
-    rest = [d for d in docs if d["kind"] != "ServiceMonitor"]
+        check_service_monitor_shape(sm, metrics_service(docs))
+    for cert in of_kind(docs, "Certificate"):
+        check_certificate_shape(cert)
+    # The Prometheus Operator's and cert-manager's CRDs are not ours to vendor.
+    rest = [d for d in docs if d["kind"] not in ("ServiceMonitor", "Certificate")]
     for version in KUBE_VERSIONS:
         for doc in rest:
             validate_strict(doc, version)
     names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names)), f"duplicate objects: {names}"
     for d in docs:
-        if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "APIService"):
             assert "namespace" not in d["metadata"], f"cluster-scoped {d['kind']} with namespace"
         else:
             assert d["metadata"].get("namespace"), f"{d['kind']} {d['metadata']['name']}: no namespace"
@@ -490,7 +515,7 @@ def _selectors() -> None:
         deployment = one(docs, "Deployment")
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         selectors = [deployment["spec"]["selector"]["matchLabels"],
-                     one(docs, "Service")["spec"]["selector"]]
+                     metrics_service(docs)["spec"]["selector"]]
         selectors += [p["spec"]["selector"]["matchLabels"] for p in of_kind(docs, "PodDisruptionBudget")]
         for selector in selectors:
             assert selector and all(pod_labels.get(k) == v for k, v in selector.items()), (name, selector)
@@ -501,7 +526,7 @@ def _selectors() -> None:
 @check("metrics Service on 8080; ServiceMonitor only when enabled")
 def _service_monitor() -> None:
     docs = render({})
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http",
                                          "protocol": "TCP"}]
     assert not of_kind(docs, "ServiceMonitor")
@@ -634,6 +659,80 @@ def _dockerfile() -> None:
 
 
 # --- entry points ----------------------------------------------------------------------------
+
+
+REPORT_API = {"reportApi": {"enabled": True}}
+REPORTS_SERVICE = f"{FULLNAME}-reports"
+
+
+@check("report API: APIService to a Service on the container's report-api port, Helm-made CA as caBundle")
+def _report_api() -> None:
+    docs = render(REPORT_API)
+    api = one(docs, "APIService")
+    assert api["metadata"]["name"] == "v1alpha1.reports.scanreport.io"
+    spec = api["spec"]
+    assert (spec["group"], spec["version"]) == ("reports.scanreport.io", "v1alpha1"), spec
+    assert spec["service"] == {"name": REPORTS_SERVICE, "namespace": RELEASE_NAMESPACE,
+                               "port": 443}, spec["service"]
+    assert "insecureSkipTLSVerify" not in spec, "the aggregator verifies the serving certificate"
+    service = next(d for d in of_kind(docs, "Service") if d["metadata"]["name"] == REPORTS_SERVICE)
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "report-api",
+                                         "protocol": "TCP"}], service["spec"]["ports"]
+    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    c = container(docs)
+    assert {"name": "report-api", "containerPort": 8443, "protocol": "TCP"} in c["ports"], c["ports"]
+    assert "--report-api-listen=0.0.0.0:8443" in c["args"], c["args"]
+    secret = one(docs, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert spec["caBundle"] == secret["data"]["ca.crt"], "caBundle is the CA that signed tls.crt"
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "report-api-tls",
+                               "secret": {"secretName": secret["metadata"]["name"]}}], pod["volumes"]
+    mount = c["volumeMounts"][0]["mountPath"]
+    assert f"--report-api-tls-cert-file={mount}/tls.crt" in c["args"], c["args"]
+    assert f"--report-api-tls-key-file={mount}/tls.key" in c["args"], c["args"]
+
+
+@check("report API: readers aggregated into view/edit/admin; the operator delegates authn and authz")
+def _report_api_rbac() -> None:
+    docs = render(REPORT_API)
+    roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
+    view = roles[f"{CLUSTER_NAME}-reports-view"]
+    assert_rules(view, {("reports.scanreport.io", "vulnerabilityreports"): ["get", "list", "watch"],
+                        ("reports.scanreport.io", "sbomreports"): ["get", "list", "watch"]})
+    for verb in ("view", "edit", "admin"):
+        assert view["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{verb}"] == "true"
+    refs = {(b["kind"], b["metadata"].get("namespace"), b["roleRef"]["name"])
+            for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert ("ClusterRoleBinding", None, "system:auth-delegator") in refs, refs
+    assert ("RoleBinding", "kube-system", "extension-apiserver-authentication-reader") in refs, refs
+    off = render({"reportApi": {"enabled": True, "aggregateToView": False}})
+    view = next(r for r in of_kind(off, "ClusterRole") if r["metadata"]["name"].endswith("-reports-view"))
+    assert not any("aggregate-to" in k for k in view["metadata"]["labels"]), view["metadata"]
+
+
+@check("report API: cert-manager issues the certificate and injects the CA; an own Secret needs its CA")
+def _report_api_certificates() -> None:
+    docs = render(VARIANTS["report API, cert-manager"])
+    cert = one(docs, "Certificate")
+    assert cert["spec"]["dnsNames"][0] == f"{REPORTS_SERVICE}.{RELEASE_NAMESPACE}.svc"
+    api = one(docs, "APIService")
+    assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{RELEASE_NAMESPACE}/{REPORTS_SERVICE}")
+    assert "caBundle" not in api["spec"] and not of_kind(docs, "Secret")
+    own = render(VARIANTS["report API, own Secret"])
+    assert one(own, "APIService")["spec"]["caBundle"] == "Y2E="
+    assert not of_kind(own, "Secret"), "the chart does not make the Secret it is given"
+    pod = one(own, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["secret"]["secretName"] == "reports-tls"
+    try:
+        render({"reportApi": {"enabled": True, "certificates": {"source": "secret",
+                                                               "existingSecret": "x"}}})
+    except Exception as e:  # noqa: BLE001 - the engine's error type
+        assert "reportApi.certificates.caBundle" in str(e), e
+    else:
+        raise AssertionError("an own Secret without caBundle must fail to render")
 
 
 def run_checks() -> int:

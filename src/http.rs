@@ -130,13 +130,8 @@ pub async fn serve_with_limits(
             let service = TowerToHyperService::new(router.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let activity = Arc::new(AtomicU64::new(0));
-                let started = tokio::time::Instant::now();
-                let io = TokioIo::new(Tracked {
-                    inner: stream,
-                    activity: activity.clone(),
-                    started,
-                });
+                let (tracked, activity, started) = Tracked::new(stream);
+                let io = TokioIo::new(tracked);
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -159,7 +154,11 @@ pub async fn serve_with_limits(
 
 /// Completes once no byte moved for `timeout`, judged by `activity` (milliseconds after
 /// `started` of the last read or write).
-async fn idle(activity: Arc<AtomicU64>, started: tokio::time::Instant, timeout: Duration) {
+pub(crate) async fn idle(
+    activity: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+    timeout: Duration,
+) {
     loop {
         let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
         let deadline = last + timeout;
@@ -171,13 +170,26 @@ async fn idle(activity: Arc<AtomicU64>, started: tokio::time::Instant, timeout: 
 }
 
 /// A stream that records when a byte last moved.
-struct Tracked {
+pub(crate) struct Tracked {
     inner: tokio::net::TcpStream,
     activity: Arc<AtomicU64>,
     started: tokio::time::Instant,
 }
 
 impl Tracked {
+    pub(crate) fn new(
+        inner: tokio::net::TcpStream,
+    ) -> (Self, Arc<AtomicU64>, tokio::time::Instant) {
+        let activity = Arc::new(AtomicU64::new(0));
+        let started = tokio::time::Instant::now();
+        let tracked = Self {
+            inner,
+            activity: activity.clone(),
+            started,
+        };
+        (tracked, activity, started)
+    }
+
     fn touch(&self) {
         let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.activity.store(millis, Ordering::Relaxed);

@@ -26,6 +26,7 @@
 //! * `controller::status`: step 8: settle, degrade, apply; kstatus conditions.
 //! * `controller::watch`: the watch wiring of `run` (ScanRequest watches, Scanner cache, readiness).
 //! * `controller::error`: `ReconcileError`, permanent or transient, with its condition reason.
+//! * `reports_api`: the aggregated API `reports.scanreport.io` that serves stored reports to `kubectl` under RBAC (see its module docs).
 //! * `http`: health, readiness and metrics endpoints.
 //! * `metrics`: Prometheus metrics.
 //! * `run`: `scanreport-operator run`: wiring, leader election (`LeaderElection` flags), shutdown.
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod metrics;
 pub mod redact;
 pub mod registry;
+pub mod reports_api;
 pub mod run;
 pub mod scanner;
 pub mod store;
@@ -79,6 +81,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ReportApi(#[from] reports_api::ReportApiError),
     #[error("cannot set up logging: {0}")]
     Telemetry(String),
 }

@@ -137,6 +137,8 @@ struct RunArgs {
     controller: scanreport_operator::controller::Config,
     #[command(flatten)]
     pool: store::PoolConfig,
+    #[command(flatten)]
+    report_api: scanreport_operator::reports_api::ReportApiConfig,
 }
 
 impl RunArgs {
@@ -153,6 +155,7 @@ impl RunArgs {
             listen: self.listen,
             pool: self.pool,
             controller,
+            report_api: self.report_api,
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct RunOptions {
     /// `None` runs without leader election: every replica reconciles, which is safe (the
     /// pipeline is idempotent) but does the work more than once.
     pub leader_election: Option<LeaderElection>,
+    /// The aggregated report API, served on every replica when it has an address.
+    pub report_api: crate::reports_api::ReportApiConfig,
 }
 
 /// Leader election (flags of `scanreport-operator run`).
@@ -66,6 +68,20 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         source,
     })?;
     let server = tokio::spawn(server);
+    let report_api = match opts.report_api.listen {
+        Some(addr) => Some(tokio::spawn(
+            crate::reports_api::serve(
+                &opts.report_api,
+                addr,
+                client.clone(),
+                store.clone(),
+                &opts.controller.namespaces,
+                shutdown.clone(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -91,6 +107,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     shutdown.cancel();
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "HTTP server stopped with an error");
+    }
+    if let Some(api) = report_api {
+        let _ = api.await;
     }
     store.pool().close().await;
     tracing::info!("stopped");

@@ -329,6 +329,66 @@ impl Store {
         self.get(key.report_id()).await
     }
 
+    /// Metadata of the reports with these ids, in one round trip (ids not stored are absent).
+    pub async fn list_meta(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, ReportMeta>, StoreError> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM scan_report WHERE id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query_err("listing report metadata"))?;
+        rows.iter()
+            .map(|row| decode_meta(row).map(|m| (m.id, m)))
+            .collect()
+    }
+
+    /// Sends the body of report `id` as JSON text to `out`, in pieces of at most `chunk` bytes,
+    /// and returns how many bytes it sent (0: no such report). The database renders the text
+    /// once and returns it as rows of one piece each, which arrive as they are read: with a
+    /// bounded `out`, a large body never sits whole in this process.
+    pub async fn stream_body(
+        &self,
+        id: Uuid,
+        chunk: usize,
+        out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    ) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let chunk = i32::try_from(chunk.clamp(1024, 8 << 20)).unwrap_or(1 << 20);
+        // MATERIALIZED: render the text once, not once per piece.
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+            "WITH body AS MATERIALIZED (
+                 SELECT convert_to(report::text, 'UTF8') AS b FROM scan_report WHERE id = $1)
+             SELECT substring(body.b FROM piece * $2 + 1 FOR $2)
+             FROM body, generate_series(0, (length(body.b) - 1) / $2) AS piece
+             ORDER BY piece",
+        )
+        .bind(id)
+        .bind(chunk)
+        .fetch(&self.pool);
+        let mut sent = 0u64;
+        while let Some(piece) = rows
+            .try_next()
+            .await
+            .map_err(StoreError::query_err("reading a report body"))?
+        {
+            sent = sent.saturating_add(piece.len() as u64);
+            if out.send(Ok(piece)).await.is_err() {
+                // The client went away; stop reading.
+                break;
+            }
+        }
+        Ok(sent)
+    }
+
     /// Metadata of every report of a digest, ordered by registration and MIME type.
     pub async fn list_by_digest(&self, digest: &Digest) -> Result<Vec<ReportMeta>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -78,6 +78,9 @@ pub const ADMIN_USER: &str = "admin";
 /// Authenticated user without any RBAC grants, for authorization tests.
 pub const TESTER_USER: &str = "tester";
 
+/// Common name of the aggregator's front-proxy client certificate.
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
 const ADMIN_TOKEN: &str = "envtest-admin-token";
 const TESTER_TOKEN: &str = "envtest-tester-token";
 const DIR_PREFIX: &str = "scanreport-envtest-";
@@ -218,6 +221,21 @@ impl TestEnv {
             .arg("--cache-dir")
             .arg(self.dir.join("kubectl-cache"));
         cmd
+    }
+
+    /// The front-proxy client certificate and key (PEM paths): what the aggregator presents
+    /// to extension API servers. Tests use it to show what a caller holding it could do.
+    pub fn front_proxy_client(&self) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("pki");
+        (
+            pki.join("front-proxy-client.crt"),
+            pki.join("front-proxy-client.key"),
+        )
+    }
+
+    /// The CA that signs the apiserver's serving certificate (PEM path).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("pki").join("ca.crt")
     }
 
     /// Path of the apiserver log (useful in assertion messages).
@@ -456,8 +474,33 @@ fn generate_pki(pki: &Path) -> anyhow::Result<()> {
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &issuer)?;
 
+    // The aggregation layer: a separate CA signs the client certificate the aggregator
+    // presents to extension API servers (the report API), as kubeadm sets it up.
+    let fp_ca_key = KeyPair::generate()?;
+    let mut fp_ca = CertificateParams::new(Vec::<String>::new())?;
+    fp_ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    fp_ca
+        .distinguished_name
+        .push(DnType::CommonName, "scanreport-envtest-front-proxy-ca");
+    fp_ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let fp_ca_cert = fp_ca.self_signed(&fp_ca_key)?;
+    let fp_issuer = Issuer::new(fp_ca, fp_ca_key);
+    let fp_key = KeyPair::generate()?;
+    let mut fp = CertificateParams::new(Vec::<String>::new())?;
+    fp.distinguished_name
+        .push(DnType::CommonName, FRONT_PROXY_CLIENT);
+    fp.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    fp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let fp_cert = fp.signed_by(&fp_key, &fp_issuer)?;
+
     let sa_key = KeyPair::generate()?;
     for (name, pem) in [
+        ("front-proxy-ca.crt", fp_ca_cert.pem()),
+        ("front-proxy-client.crt", fp_cert.pem()),
+        ("front-proxy-client.key", fp_key.serialize_pem()),
         ("ca.crt", ca_cert.pem()),
         ("server.crt", server_cert.pem()),
         ("server.key", server_key.serialize_pem()),
@@ -550,6 +593,23 @@ async fn start_processes(
         .arg(format!("--tls-cert-file={}", p("server.crt")))
         .arg(format!("--tls-private-key-file={}", p("server.key")))
         .arg(format!("--token-auth-file={}", p("tokens.csv")))
+        // The aggregation layer (front proxy), for aggregated APIs such as the report API.
+        .arg(format!(
+            "--requestheader-client-ca-file={}",
+            p("front-proxy-ca.crt")
+        ))
+        .arg(format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"))
+        .arg("--requestheader-username-headers=X-Remote-User")
+        .arg("--requestheader-group-headers=X-Remote-Group")
+        .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+        .arg(format!(
+            "--proxy-client-cert-file={}",
+            p("front-proxy-client.crt")
+        ))
+        .arg(format!(
+            "--proxy-client-key-file={}",
+            p("front-proxy-client.key")
+        ))
         .arg("--authorization-mode=RBAC")
         .arg(format!(
             "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"

@@ -83,3 +83,12 @@ namespaces, otherwise in a Role per watched namespace. One rule per (API group, 
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The Secret that holds the report API's serving certificate. */}}
+{{- define "scanreport-operator.reportApiSecret" -}}
+{{- if eq .Values.reportApi.certificates.source "secret" -}}
+{{- required "reportApi.certificates.existingSecret: name the kubernetes.io/tls Secret of the report API" .Values.reportApi.certificates.existingSecret -}}
+{{- else -}}
+{{- printf "%s-reports-tls" (include "scanreport-operator.fullname" .) -}}
+{{- end -}}
+{{- end }}
