@@ -12,7 +12,7 @@ source scripts/lib/common.sh
 
 # docker-registry (Distribution 2.8) and htpasswd: the real registry of tests/registry.rs.
 ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client \
-  /usr/bin/docker-registry:docker-registry htpasswd:apache2-utils
+  /usr/bin/docker-registry:docker-registry htpasswd:apache2-utils curl:curl
 
 trap pg_stop EXIT
 trap 'exit 130' INT TERM

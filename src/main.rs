@@ -159,3 +159,15 @@ impl RunArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_of_every_subcommand_has_a_unique_name() {
+        // Flattened flag groups share one namespace: a clash panics at start-up otherwise.
+        Cli::command().debug_assert();
+    }
+}

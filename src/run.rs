@@ -68,7 +68,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         source,
     })?;
     let server = tokio::spawn(server);
-    let report_api = match opts.report_api.listen {
+    let report_api = match opts.report_api.api_listen {
         Some(addr) => Some(tokio::spawn(
             crate::reports_api::serve(
                 &opts.report_api,

@@ -210,25 +210,25 @@ fn gvk(kind: &str) -> Value {
 fn paths(prefix: &str) -> Value {
     let mut paths = Map::new();
     for kind in Kind::ALL {
-        let ok = |k: String| {
-            json!({ "200": { "description": "OK", "content": { "application/json": {
-                "schema": { "$ref": format!("{prefix}{}", schema_name(&k)) } } } } })
+        // `kubectl explain` finds the kind of a resource by the operation's GVK.
+        let op = |action: &str, schema: &str| {
+            json!({ "get": {
+                "operationId": format!("{action}{}", kind.kind()),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": { "group": GROUP, "version": VERSION, "kind": kind.kind() },
+                "responses": { "200": { "description": "OK", "content": { "application/json": {
+                    "schema": { "$ref": format!("{prefix}{}", schema_name(schema)) } } } } },
+            } })
         };
-        paths.insert(
-            format!(
-                "/apis/{API_VERSION}/namespaces/{{namespace}}/{}",
-                kind.plural()
-            ),
-            json!({ "get": { "operationId": format!("list{}", kind.kind()),
-                "responses": ok(kind.list_kind().to_owned()) } }),
+        let base = format!(
+            "/apis/{API_VERSION}/namespaces/{{namespace}}/{}",
+            kind.plural()
         );
+        paths.insert(base.clone(), op("list", kind.list_kind()));
+        paths.insert(format!("{base}/{{name}}"), op("get", kind.kind()));
         paths.insert(
-            format!(
-                "/apis/{API_VERSION}/namespaces/{{namespace}}/{}/{{name}}",
-                kind.plural()
-            ),
-            json!({ "get": { "operationId": format!("read{}", kind.kind()),
-                "responses": ok(kind.kind().to_owned()) } }),
+            format!("/apis/{API_VERSION}/{}", kind.plural()),
+            op("list", kind.list_kind()),
         );
     }
     Value::Object(paths)

@@ -54,23 +54,23 @@ pub struct ReportApiConfig {
     /// Serve the aggregated report API (reports.scanreport.io) over TLS on this address. Every
     /// replica serves it, the leader and the standbys alike: it only reads.
     #[arg(long = "report-api-listen", env = "REPORT_API_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub api_listen: Option<SocketAddr>,
     /// PEM serving certificate (chain) of the report API. Without it (and the key) the
     /// operator makes a self-signed one and patches its CA into the APIService's caBundle,
     /// which suits one replica.
     #[arg(
         long = "report-api-tls-cert-file",
         env = "REPORT_API_TLS_CERT_FILE",
-        requires = "tls_key_file"
+        requires = "api_tls_key_file"
     )]
-    pub tls_cert_file: Option<PathBuf>,
+    pub api_tls_cert_file: Option<PathBuf>,
     /// PEM private key of the serving certificate.
     #[arg(
         long = "report-api-tls-key-file",
         env = "REPORT_API_TLS_KEY_FILE",
-        requires = "tls_cert_file"
+        requires = "api_tls_cert_file"
     )]
-    pub tls_key_file: Option<PathBuf>,
+    pub api_tls_key_file: Option<PathBuf>,
     /// The APIService whose caBundle a self-signed certificate's CA is patched into.
     #[arg(
         long = "report-api-apiservice",
@@ -130,7 +130,7 @@ pub async fn serve(
     namespaces: &[String],
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + use<>, ReportApiError> {
-    let serving = match (&config.tls_cert_file, &config.tls_key_file) {
+    let serving = match (&config.api_tls_cert_file, &config.api_tls_key_file) {
         (Some(cert), Some(key)) => Serving::from_files(cert, key)?,
         _ => self_signed(&client, &config.apiservice).await?,
     };

@@ -597,7 +597,9 @@ async fn start_processes(
             "--requestheader-client-ca-file={}",
             p("front-proxy-ca.crt")
         ))
-        .arg(format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"))
+        .arg(format!(
+            "--requestheader-allowed-names={FRONT_PROXY_CLIENT}"
+        ))
         .arg("--requestheader-username-headers=X-Remote-User")
         .arg("--requestheader-group-headers=X-Remote-Group")
         .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
