@@ -62,13 +62,18 @@ log "development scanner adapter on 127.0.0.1:$adapter_port"
 target/debug/dev-scanner --listen "127.0.0.1:$adapter_port" 2>"$work/dev-scanner.log" &
 pids+=($!)
 
+api_port=$(free_port)
+log "registering the report API (reports.scanreport.io) for 127.0.0.1:$api_port"
+sed "s#REPORT_API_PORT#$api_port#" examples/report-api-local.yaml | kubectl apply -f - >/dev/null
+
 health_port=$(free_port)
-log "operator (health on 127.0.0.1:$health_port)"
+log "operator (health on 127.0.0.1:$health_port, report API on 127.0.0.1:$api_port)"
 # examples/ name images on Docker Hub, which this offline demo cannot reach to prove access, so
 # the demo trusts every namespace (a single-tenant setting; docs/security.md). Clusters shared by
 # teams keep the default, --artifact-access=verify.
 log "operator with --artifact-access=trust: the example registry is not reachable offline"
-"$bin" run --listen "127.0.0.1:$health_port" --artifact-access trust 2>"$work/operator.log" &
+"$bin" run --listen "127.0.0.1:$health_port" --artifact-access trust \
+  --report-api-listen "127.0.0.1:$api_port" 2>"$work/operator.log" &
 pids+=($!)
 for _ in $(seq 1 60); do
   python3 - "$health_port" <<'EOF' && break
@@ -104,6 +109,15 @@ echo
 echo
 log "the status of one request (report bodies stay in PostgreSQL):"
 kubectl get sr -n demo nginx -o jsonpath='{.status.reports[*].reportId}{"\n"}'
+echo
+log "the findings, read with kubectl through the report API (served from PostgreSQL):"
+kubectl wait --for=condition=Available apiservice/v1alpha1.reports.scanreport.io --timeout=60s >/dev/null
+kubectl get vulnerabilityreports -n demo
+echo
+kubectl get sbomreports -n demo
+echo
+log "kubectl get vulnerabilityreport nginx-vuln -n demo -o yaml (the first lines of the body):"
+kubectl get vulnerabilityreport nginx-vuln -n demo -o yaml | sed -n '/^report:/,$p' | awk 'NR <= 40'
 
 if $keep; then
   cat <<EOF
@@ -113,6 +127,8 @@ Everything keeps running until you press Ctrl-C. In another shell:
   export KUBECONFIG=$KUBECONFIG
   export DATABASE_URL=$DATABASE_URL
   kubectl get sr -A
+  kubectl get vulnerabilityreports -A
+  kubectl get vulnerabilityreport nginx-vuln -n demo -o yaml
   kubectl describe sr -n demo nginx
   kubectl patch sr -n demo alpine --type merge -p '{"spec":{"rescanToken":"now"}}'
   $PG_BIN/psql "\$DATABASE_URL" -c 'SELECT id, mime_type, generated_at FROM scan_report'
