@@ -3,6 +3,7 @@
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh upsert     only the store's upsert throughput
 #   scripts/bench.sh memory     peak RSS per report (no control plane needed)
+#   scripts/bench.sh report_api the report API: list and get latency, peak RSS for a large body
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator report_api)
 for b in "${benches[@]}"; do
   log "cargo bench --bench $b"
   cargo bench --bench "$b"

@@ -69,7 +69,8 @@ pub fn references(sr: &ScanRequest, kind: Kind) -> Vec<Reference> {
                 scan_request: scan_request.clone(),
                 report_id,
                 mime_type: mime.to_string(),
-                registry: sr.spec.registry.url.clone(),
+                // A URL with user-info would carry a credential into every reader's view.
+                registry: crate::redact::scrub_url_userinfo(&sr.spec.registry.url),
                 repository: sr.spec.artifact.repository.clone(),
                 tag: sr.spec.artifact.tag.clone(),
                 generated_at: r.generated_at.clone(),
@@ -405,6 +406,15 @@ status:
         let mut withheld = sr();
         withheld.status.as_mut().unwrap().reports.clear();
         assert!(references(&withheld, Kind::Vulnerability).is_empty());
+    }
+
+    #[test]
+    fn a_registry_url_with_user_info_is_shown_without_it() {
+        let mut with_secret = sr();
+        with_secret.spec.registry.url = "https://robot:hunter2@registry.example".into();
+        let r = &references(&with_secret, Kind::Vulnerability)[0];
+        assert!(!r.registry.contains("hunter2"), "{}", r.registry);
+        assert!(r.registry.contains("registry.example"), "{}", r.registry);
     }
 
     #[test]

@@ -114,6 +114,11 @@ impl Operator {
         })
     }
 
+    /// The process id, while it runs (for reading its memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL: a crash, with no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
