@@ -46,6 +46,8 @@ fn request(i: usize, scanner: &str) -> ScanRequest {
             report_mime_types: vec![VULN.into()],
             rescan_after: None,
             rescan_token: None,
+            policy: None,
+            policy_ref: None,
         },
     )
 }

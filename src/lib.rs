@@ -37,6 +37,7 @@ pub mod duration;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod redact;
 pub mod registry;
 pub mod run;

@@ -48,6 +48,7 @@ fn report(digest: Digest, critical: i64, generated_at: DateTime<Utc>) -> NewRepo
         scanner_name: "Trivy".into(),
         scanner_vendor: "Aqua Security".into(),
         scanner_version: "0.50.0".into(),
+        findings: None,
         generated_at,
     }
 }

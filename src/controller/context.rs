@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Client, Resource};
 use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
-use crate::api::ScanRequest;
+use crate::api::{ScanPolicy, ScanRequest};
 use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
@@ -85,6 +85,8 @@ pub struct Context {
     pub client: Client,
     pub store: Store,
     pub adapters: Adapters,
+    /// ScanPolicies, from the watch cache `run` fills.
+    pub policies: Policies,
     pub recorder: Recorder,
     pub config: Config,
     pub metrics: Arc<Metrics>,
@@ -122,6 +124,7 @@ impl Context {
                 config.max_report_size,
                 config.cluster_resource_namespace.clone(),
             ),
+            policies: Policies::default(),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
             access_options: AccessOptions::default(),
@@ -223,6 +226,28 @@ impl Context {
                 tracing::warn!(error = %e, reason = %event.reason, "cannot publish event");
             }
         });
+    }
+}
+
+/// The ScanPolicy watch cache, once `run` has registered it.
+#[derive(Default)]
+pub struct Policies {
+    cache: Mutex<Option<Cache<ScanPolicy>>>,
+}
+
+impl Policies {
+    /// The first cache registered is used.
+    pub fn add_store(&self, cache: Cache<ScanPolicy>) {
+        self.lock().get_or_insert(cache);
+    }
+
+    /// ScanPolicy `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<ScanPolicy>> {
+        self.lock().as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cache<ScanPolicy>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -194,6 +194,8 @@ pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanR
             report_mime_types: mimes.iter().map(|m| (*m).to_owned()).collect(),
             rescan_after: None,
             rescan_token: None,
+            policy: None,
+            policy_ref: None,
         },
     )
 }
