@@ -160,18 +160,15 @@ pub async fn degrade(
     } else {
         let delay = ctx.backoff.failed(sr.into());
         tracing::warn!(error = %message, retry_in = ?delay, "transient failure; retrying");
-        let reports: &[ReportStatus] = if error.withholds_reports() {
-            &[]
-        } else {
-            &previous.reports
-        };
-        let mut overall = retrying(reports, error.reason(), message);
-        // Stored reports that break the policy never read as Ready, not even while retrying.
-        let violating = previous.policy.as_ref().is_some_and(|p| !p.compliant);
-        if let Overall::Progressing { usable, .. } = &mut overall {
-            *usable &= !violating;
-        }
-        (overall, Action::requeue(delay))
+        (
+            transient(
+                &previous,
+                error.withholds_reports(),
+                error.reason(),
+                message,
+            ),
+            Action::requeue(delay),
+        )
     };
     let mut status = degraded(
         previous,
@@ -202,6 +199,24 @@ pub fn newly_stalled(previous: &[Condition], message: &str) -> bool {
     !previous
         .iter()
         .any(|c| c.type_ == CONDITION_STALLED && c.message == message)
+}
+
+/// The overall state while a transient failure is retried, from the status before it: the
+/// reports stay usable unless `withheld`, and stored reports whose findings break the policy
+/// never read as Ready, not even while retrying.
+pub fn transient(
+    previous: &ScanRequestStatus,
+    withheld: bool,
+    reason: &str,
+    message: String,
+) -> Overall {
+    let reports: &[ReportStatus] = if withheld { &[] } else { &previous.reports };
+    let mut overall = retrying(reports, reason, message);
+    let violating = previous.policy.as_ref().is_some_and(|p| !p.compliant);
+    if let Overall::Progressing { usable, .. } = &mut overall {
+        *usable &= !violating;
+    }
+    overall
 }
 
 /// The overall state while a transient failure is retried: the reports stay usable when every
@@ -538,6 +553,26 @@ mod tests {
         assert_eq!(status.conditions.len(), 1);
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.conditions[0].message, "the findings comply");
+    }
+
+    #[test]
+    fn a_violating_request_is_not_ready_while_a_transient_failure_is_retried() {
+        let sr = fixture("rescan-pending.yaml");
+        let mut previous = sr.status.clone().unwrap();
+        assert!(all_usable(&previous.reports));
+        let compliant = transient(&previous, false, "DatabaseUnavailable", "down".into());
+        assert!(matches!(
+            compliant,
+            Overall::Progressing { usable: true, .. }
+        ));
+        previous.policy = Some(verdict(false, None).status);
+        let violating = transient(&previous, false, "DatabaseUnavailable", "down".into());
+        assert!(
+            matches!(violating, Overall::Progressing { usable: false, .. }),
+            "{violating:?}"
+        );
+        let ready = conditions(&[], &violating, Some(3), Utc::now());
+        assert_eq!(ready[0].status, "False");
     }
 
     #[test]
