@@ -4,7 +4,6 @@
 //! Event when the verdict changes ([`announce`], after step 8).
 
 use chrono::{DateTime, Utc};
-use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::context::Context;
@@ -134,7 +133,6 @@ pub fn announce(
         (EventType::Warning, "PolicyViolation")
     };
     tracing::info!(
-        scanrequest = %sr.name_any(),
         compliant = verdict.status.compliant,
         policy = %verdict.status.policy,
         "policy verdict changed"
