@@ -6,10 +6,6 @@
 //! Env: `BENCH_REQUESTS` (default 1000), `BENCH_CONCURRENCY` (default 16, the operator's
 //! default `--concurrency`, and the floor's number of concurrent clients).
 
-#[allow(dead_code)]
-#[path = "../tests/support/envtest.rs"]
-mod envtest;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,36 +16,20 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use scanreport_operator::api::{
-    ArtifactSpec, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner, ScannerSpec,
-};
-use sqlx::ConnectOptions;
+use scanreport_operator::api::{ScanRequest, Scanner, ScannerSpec};
+use testkit::envtest;
+use testkit::fixtures::ScanRequestBuilder;
+use testkit::pgtest;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
 fn request(i: usize, scanner: &str) -> ScanRequest {
-    ScanRequest::new(
-        &format!("bench-{i:05}"),
-        ScanRequestSpec {
-            scanner: scanner.to_owned(),
-            registry: RegistrySpec {
-                url: "https://registry.example.test".into(),
-                credentials_secret_ref: None,
-                insecure: false,
-            },
-            artifact: ArtifactSpec {
-                repository: "bench/app".into(),
-                digest: format!("sha256:{:064x}", 0xbe9c_0000_0000u64 + i as u64),
-                tag: None,
-                mime_type: Default::default(),
-            },
-            report_mime_types: vec![VULN.into()],
-            rescan_after: None,
-            rescan_token: None,
-            policy: None,
-            policy_ref: None,
-        },
-    )
+    ScanRequestBuilder::new(&format!("bench-{i:05}"), scanner)
+        .repository("bench/app")
+        .digest(&format!("sha256:{:064x}", 0xbe9c_0000_0000u64 + i as u64))
+        .no_tag()
+        .mime_types(&[VULN])
+        .build()
 }
 
 /// Per object: status writes seen (resourceVersion changes after creation) and readiness.
@@ -162,23 +142,6 @@ impl Operator {
     }
 }
 
-async fn fresh_database(base: &str) -> String {
-    let opts: sqlx::postgres::PgConnectOptions = base.parse().expect("DATABASE_URL parses");
-    let name = format!("bench_operator_{}", std::process::id());
-    let mut admin = opts.connect().await.expect("connect to DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let (head, query) = base.split_once('?').unwrap_or((base, ""));
-    let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
-    if query.is_empty() {
-        format!("{root}/{name}")
-    } else {
-        format!("{root}/{name}?{query}")
-    }
-}
-
 /// The floor: SSA status patches of `n` objects by `concurrency` clients, as fast as the API
 /// server takes them, watched by the same counting watch as the operator's run (so that the
 /// measurement's own load is on both sides).
@@ -234,11 +197,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    let base = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must name a PostgreSQL server; scripts/bench.sh starts one");
     let env = envtest::try_env().await.expect("local control plane");
     let client = env.client();
-    let database_url = fresh_database(&base).await;
+    let database_url = pgtest::fresh_database("bench_operator").await;
     let adapter = DevScanner::start(DevScannerConfig {
         pending_polls: 0,
         ..Default::default()

@@ -36,7 +36,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "building (the first build takes a few minutes)"
-cargo build --quiet --bin scanreport-operator --bin dev-scanner --example control-plane
+cargo build --quiet --bin scanreport-operator --bin dev-scanner --bin control-plane
 bin=target/debug/scanreport-operator
 
 log "local control plane: kube-apiserver + etcd (built once and cached; see docs/envtest.md)"
@@ -44,7 +44,7 @@ KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
 # The kubectl built with the apiserver, when there is one: same version, no skew warnings.
 [[ -x $KUBEBUILDER_ASSETS/kubectl ]] && export PATH="$KUBEBUILDER_ASSETS:$PATH"
-target/debug/examples/control-plane "$work/kubeconfig" 2>"$work/control-plane.log" &
+target/debug/control-plane "$work/kubeconfig" 2>"$work/control-plane.log" &
 pids+=($!)
 for _ in $(seq 1 180); do
   [[ -f $work/kubeconfig ]] && break

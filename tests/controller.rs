@@ -1,10 +1,6 @@
 //! The operator end to end: the real binary against a real kube-apiserver + etcd, a real
 //! PostgreSQL and the development scanner adapter.
 
-mod operator;
-mod pgtest;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -12,16 +8,16 @@ use devscanner::{
     DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
     expected_summary,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use operator::{Operator, WAIT, condition, create, create_scanner, digest, request};
 use rand::{Rng, SeedableRng};
-use scanreport_operator::api::{LocalSecretReference, ReportPhase, ScanRequest, Scanner};
+use scanreport_operator::api::{ReportPhase, ScanRequest, Scanner};
 use scanreport_operator::identity::{self, Digest, MimeType};
 use scanreport_operator::store::{PoolConfig, Store};
 use serde_json::json;
-use support::{TestEnv, eventually, fresh_namespace};
+use testkit::fixtures::{ScanRequestBuilder, SecretBuilder, digest, request};
+use testkit::operator::{Operator, WAIT, condition, create, create_scanner};
+use testkit::{TestEnv, eventually, fresh_namespace, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const HARBOR: &str = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0";
@@ -37,7 +33,7 @@ struct Fixture {
 }
 
 async fn fixture(prefix: &str, adapter: DevScannerConfig) -> Fixture {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database(prefix).await;
     let store = Store::connect(&database_url, &PoolConfig::default())
@@ -589,7 +585,7 @@ async fn slow_flaky_and_dead_adapters_converge() {
 #[tokio::test]
 async fn a_postgres_outage_heals_without_restarting_the_operator() {
     let pg = pgtest::PgCluster::start();
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let adapter = DevScanner::start(DevScannerConfig {
         pending_polls: 0,
@@ -660,10 +656,10 @@ async fn bad_input_stalls_with_a_message_naming_the_field() {
     )
     .await;
 
-    let mut with_secret = request("missing-secret", &f.scanner, &digest(), &[VULN]);
-    with_secret.spec.registry.credentials_secret_ref = Some(LocalSecretReference {
-        name: "pull-secret".into(),
-    });
+    let with_secret = ScanRequestBuilder::new("missing-secret", &f.scanner)
+        .credentials_secret("pull-secret")
+        .mime_types(&[VULN])
+        .build();
     create(&f.client, &ns, &with_secret).await;
     wait_condition(
         &f.client,
@@ -700,17 +696,10 @@ async fn bad_input_stalls_with_a_message_naming_the_field() {
     .unwrap();
     wait_ready(&f.client, &ns, "bad-mime").await;
     // The Secret's credentials reach the adapter and nowhere else.
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "pull-secret"},
-        "type": "kubernetes.io/basic-auth",
-        "stringData": {"username": "robot", "password": "s3cr3t-registry-pass"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(f.client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    SecretBuilder::basic_auth("robot", "s3cr3t-registry-pass")
+        .name("pull-secret")
+        .create(&f.client, &ns)
+        .await;
     // Secrets are not watched: a spec change (or the periodic recheck) picks it up.
     api.patch("missing-secret", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}, "spec": {"artifact": {"tag": "retry"}}}))).await.unwrap();
     let sr = wait_ready(&f.client, &ns, "missing-secret").await;
@@ -723,8 +712,7 @@ async fn bad_input_stalls_with_a_message_naming_the_field() {
     );
 
     // The schema rejects a malformed digest at admission.
-    let mut bad = request("bad-digest", &f.scanner, "sha256:1234", &[VULN]);
-    bad.spec.artifact.digest = "sha256:1234".into();
+    let bad = request("bad-digest", &f.scanner, "sha256:1234", &[VULN]);
     let err = api.create(&PostParams::default(), &bad).await.unwrap_err();
     assert!(err.to_string().contains("spec.artifact.digest"), "{err}");
 }
@@ -743,8 +731,11 @@ async fn rescans_keep_the_previous_report_until_the_new_one_is_stored() {
     let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
     let api = Api::<ScanRequest>::namespaced(f.client.clone(), &ns);
     let d = digest();
-    let mut sr = request("app", &f.scanner, &d, &[VULN]);
-    sr.spec.rescan_token = Some("v1".into());
+    let sr = ScanRequestBuilder::new("app", &f.scanner)
+        .digest(&d)
+        .mime_types(&[VULN])
+        .rescan_token("v1")
+        .build();
     create(&f.client, &ns, &sr).await;
     let first = wait_ready(&f.client, &ns, "app").await.status.unwrap();
     assert_eq!(f.adapter.stats().scans_for(&d, VULN), 1);

@@ -2,8 +2,6 @@
 //! pin a report, and a hung statement or lock wait becomes a retryable error instead of a
 //! reconcile that never returns.
 
-mod pgtest;
-
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -11,6 +9,7 @@ use scanreport_operator::api::SeveritySummary;
 use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
 use scanreport_operator::store::{NewReport, PoolConfig, REPORT_LOCK_CLASS, Store, UpsertOutcome};
 use sqlx::Connection;
+use testkit::pgtest;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 

@@ -1,13 +1,12 @@
 //! The single-flight scan job protocol against a real PostgreSQL.
 
-mod pgtest;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use scanreport_operator::identity::ReportKey;
 use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
 use scanreport_operator::store::{Claim, JobState, Leases, PoolConfig, Store};
+use testkit::pgtest;
 use tokio::sync::Barrier;
 
 const HOUR: Duration = Duration::from_secs(3600);

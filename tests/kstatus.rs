@@ -2,10 +2,6 @@
 //! computed by `sigs.k8s.io/cli-utils/pkg/kstatus/status` itself (the `tools/kstatus` helper, built
 //! by `scripts/kstatus.sh`), on objects read from the real API server while the operator works.
 
-mod operator;
-mod pgtest;
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -13,10 +9,11 @@ use std::sync::OnceLock;
 use devscanner::{DevScanner, DevScannerConfig};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use operator::{Operator, WAIT, create_scanner, digest, request};
 use scanreport_operator::api::{ReportPhase, ScanRequest};
 use scanreport_operator::identity::Digest;
-use support::{eventually, fresh_namespace};
+use testkit::fixtures::{digest, request};
+use testkit::operator::{Operator, WAIT, create_scanner};
+use testkit::{eventually, fresh_namespace, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
@@ -92,7 +89,7 @@ async fn verdict_in_phase(client: &Client, ns: &str, name: &str, phase: ReportPh
 
 #[tokio::test]
 async fn kstatus_sees_in_progress_while_queued_or_scanning_and_current_when_ready() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database("kstatus").await;
     // Slow scans (8 polls a second apart), one at a time: the second request waits in the queue.
@@ -142,7 +139,7 @@ async fn kstatus_sees_in_progress_while_queued_or_scanning_and_current_when_read
 
 #[tokio::test]
 async fn kstatus_sees_failed_when_stalled_and_current_after_the_fix() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database("kstatusfail").await;
     let adapter = DevScanner::start(DevScannerConfig::default())
@@ -180,7 +177,7 @@ async fn kstatus_sees_failed_when_stalled_and_current_after_the_fix() {
 
 #[tokio::test]
 async fn kstatus_sees_failed_for_a_policy_violation_and_current_once_the_policy_allows_it() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database("kstatuspolicy").await;
     let adapter = DevScanner::start(DevScannerConfig::default())

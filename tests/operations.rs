@@ -1,18 +1,15 @@
 //! Running it like production: leader election and failover, metrics, health, graceful
 //! shutdown, logs without secrets.
 
-mod operator;
-mod pgtest;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use devscanner::{DevScanner, DevScannerConfig};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use operator::{Operator, WAIT, create_scanner, digest};
 use scanreport_operator::api::ScanRequest;
-use support::{eventually, fresh_namespace};
+use testkit::fixtures::{self, digest};
+use testkit::operator::{Operator, WAIT, create_scanner};
+use testkit::{eventually, fresh_namespace, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const LEASE_SECONDS: u64 = 4;
@@ -24,7 +21,7 @@ async fn scanner(client: &Client, url: &str) -> String {
 }
 
 async fn request(client: &Client, ns: &str, name: &str, scanner: &str) {
-    let sr = operator::request(name, scanner, &digest(), &[VULN]);
+    let sr = fixtures::request(name, scanner, &digest(), &[VULN]);
     Api::<ScanRequest>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &sr)
         .await
@@ -73,7 +70,7 @@ async fn leader_of(ops: &[&Operator]) -> Option<usize> {
 
 #[tokio::test]
 async fn one_leader_reconciles_and_a_standby_takes_over() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let url = pgtest::fresh_database("leader").await;
     let adapter = DevScanner::start(DevScannerConfig {
@@ -178,7 +175,7 @@ async fn one_leader_reconciles_and_a_standby_takes_over() {
 
 #[tokio::test]
 async fn metrics_health_and_readiness_are_served() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let url = pgtest::fresh_database("metrics").await;
     let adapter = DevScanner::start(DevScannerConfig {

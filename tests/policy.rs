@@ -2,10 +2,6 @@
 //! development adapter, whose reports are a pure function of the digest
 //! (`devscanner::expected_vulnerabilities`), so the tests name exact CVE ids.
 
-mod operator;
-mod pgtest;
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,13 +10,14 @@ use devscanner::{DevScanner, DevScannerConfig, DevScannerHandle, ExpectedVulnera
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use operator::{Operator, WAIT, condition, create, create_scanner, digest, request};
 use scanreport_operator::api::{
     PolicyReference, PolicyRules, ScanPolicy, ScanPolicySpec, ScanRequest,
 };
 use scanreport_operator::identity::{self, Digest, MimeType};
 use serde_json::json;
-use support::{TestEnv, eventually, fresh_namespace};
+use testkit::fixtures::{digest, request};
+use testkit::operator::{Operator, WAIT, condition, create, create_scanner};
+use testkit::{TestEnv, eventually, fresh_namespace, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const HARBOR: &str = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0";
@@ -34,7 +31,7 @@ struct Fixture {
 }
 
 async fn fixture(prefix: &str) -> Fixture {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database(prefix).await;
     let adapter = DevScanner::start(DevScannerConfig::default())
@@ -658,7 +655,7 @@ async fn a_scan_policy_edit_re_evaluates_its_referrers_and_only_them() {
 
 #[tokio::test]
 async fn the_schema_rejects_bad_policies_at_admission() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let ns = fresh_namespace(&client, "poladm").await;
     let api = Api::<ScanRequest>::namespaced(client.clone(), &ns);

@@ -12,12 +12,6 @@
 //!   and the operator's log names the missing permission. The table in
 //!   `every_permission_is_needed` says what; docs/deploy.md repeats it.
 
-mod operator;
-mod pgtest;
-mod support;
-
-use operator::{FAST, create_scanner, digest};
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,12 +28,11 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use kube::config::Kubeconfig;
-use scanreport_operator::api::{
-    ArtifactSpec, LocalSecretReference, PolicyReference, RegistrySpec, ScanPolicy, ScanPolicySpec,
-    ScanRequest, ScanRequestSpec, Scanner,
-};
+use scanreport_operator::api::{ScanPolicy, ScanPolicySpec, ScanRequest, Scanner};
 use serde_json::{Value, json};
-use support::{GuardedChild, TestEnv, eventually, fresh_namespace, spawn_guarded};
+use testkit::fixtures::{ScanRequestBuilder, SecretBuilder};
+use testkit::operator::{FAST, create_scanner};
+use testkit::{GuardedChild, TestEnv, eventually, fresh_namespace, pgtest, spawn_guarded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
@@ -203,7 +196,7 @@ fn impersonating_kubeconfig(env: &TestEnv, dir: &Path, namespace: &str, sa: &str
     let admin = kubeconfig
         .auth_infos
         .iter_mut()
-        .find(|a| a.name == support::ADMIN_USER)
+        .find(|a| a.name == testkit::ADMIN_USER)
         .and_then(|a| a.auth_info.as_mut())
         .expect("the admin user");
     admin.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
@@ -212,7 +205,7 @@ fn impersonating_kubeconfig(env: &TestEnv, dir: &Path, namespace: &str, sa: &str
         format!("system:serviceaccounts:{namespace}"),
         "system:authenticated".into(),
     ]);
-    kubeconfig.current_context = Some(support::ADMIN_USER.into());
+    kubeconfig.current_context = Some(testkit::ADMIN_USER.into());
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     path
@@ -426,30 +419,18 @@ async fn database_secret(client: &Client, namespace: &str, docs: &[Value], url: 
         .iter()
         .find(|e| e["name"] == "DATABASE_URL")
         .expect("DATABASE_URL in the container env")["valueFrom"]["secretKeyRef"];
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": from["name"]},
-        "stringData": {from["key"].as_str().unwrap(): url},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    SecretBuilder::opaque()
+        .name(from["name"].as_str().unwrap())
+        .entry(from["key"].as_str().unwrap(), url)
+        .create(client, namespace)
+        .await;
 }
 
 async fn pull_secret(client: &Client, namespace: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "pull-secret"},
-        "type": "kubernetes.io/basic-auth",
-        "stringData": {"username": "robot", "password": "registry-pass"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    SecretBuilder::basic_auth("robot", "registry-pass")
+        .name("pull-secret")
+        .create(client, namespace)
+        .await;
 }
 
 /// A request for two report types of an artifact behind registry credentials.
@@ -464,30 +445,14 @@ async fn create_request_named(
     scanner: &str,
     policy: Option<&str>,
 ) {
-    let sr = ScanRequest::new(
-        name,
-        ScanRequestSpec {
-            scanner: scanner.to_owned(),
-            registry: RegistrySpec {
-                url: "https://registry.example.test".into(),
-                credentials_secret_ref: Some(LocalSecretReference {
-                    name: "pull-secret".into(),
-                }),
-                insecure: false,
-            },
-            artifact: ArtifactSpec {
-                repository: "library/nginx".into(),
-                digest: digest(),
-                tag: Some("1.27".into()),
-                mime_type: Default::default(),
-            },
-            report_mime_types: vec![VULN.into(), SBOM.into()],
-            rescan_after: None,
-            rescan_token: Some("v1".into()),
-            policy: None,
-            policy_ref: policy.map(|name| PolicyReference { name: name.into() }),
-        },
-    );
+    let mut sr = ScanRequestBuilder::new(name, scanner)
+        .credentials_secret("pull-secret")
+        .mime_types(&[VULN, SBOM])
+        .rescan_token("v1");
+    if let Some(policy) = policy {
+        sr = sr.policy_ref(policy);
+    }
+    let sr = sr.build();
     Api::<ScanRequest>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &sr)
         .await
@@ -561,7 +526,7 @@ async fn clean_up(client: &Client, namespaces: &[String], scanner: &str) {
 /// Installs the chart's RBAC with `values`, runs the operator as its ServiceAccount and goes
 /// through a scan and a rescan in each watched namespace.
 async fn whole_job_without_a_403(values_for: impl Fn(&[String]) -> Value, prefix: &str) {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let release_ns = fresh_namespace(&client, &format!("{prefix}-release")).await;
     let watched = vec![
@@ -919,7 +884,7 @@ async fn every_permission_is_needed() {
         ("coordination.k8s.io", "leases", "patch", NeverLeads),
     ];
 
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database("rbac_minimal").await;
     let adapter: DevScannerHandle = DevScanner::start(DevScannerConfig::default())

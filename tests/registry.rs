@@ -1,14 +1,11 @@
 //! Proof of access, tag resolution and manifest fetch against a real registry (Distribution 2.8
-//! with htpasswd auth, see tests/support/registry.rs), plus a small hostile registry for the
+//! with htpasswd auth, see crates/testkit/src/registry.rs), plus a small hostile registry for the
 //! Bearer-token flow and for answers a real registry never gives.
 //!
 //! The tenant cases: a namespace that names another team's digest with (a) no credentials,
 //! (b) wrong credentials, (c) another registry URL, (d) a registry without that digest gets no
 //! proof.
 
-mod support;
-
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,15 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use scanreport_operator::registry::access::MANIFEST_MEDIA_TYPES;
 use scanreport_operator::registry::credentials::CredentialsError;
 use scanreport_operator::registry::{
     AccessError, AccessOptions, RegistryCredentials, RegistryEndpoint, fetch_manifest,
     prove_access, resolve_tag,
 };
-use support::registry::{PushedImage, TestRegistry, sha256};
+use testkit::fixtures::SecretBuilder;
+use testkit::registry::{PushedImage, TestRegistry, sha256};
 
 const TEAM_A: (&str, &str) = ("team-a-robot", "a-pass  with two spaces");
 const TEAM_B: (&str, &str) = ("team-b-robot", "b-pass");
@@ -41,29 +37,10 @@ fn endpoint(registry: &TestRegistry) -> RegistryEndpoint {
     RegistryEndpoint::parse(&registry.url(), true).unwrap()
 }
 
-/// A `kubernetes.io/dockerconfigjson` Secret with one entry per `(host, user, password)`.
-fn dockerconfig_secret(entries: &[(&str, &str, &str)]) -> Secret {
-    let auths: serde_json::Map<String, serde_json::Value> = entries
-        .iter()
-        .map(|(host, user, password)| {
-            let auth =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            (host.to_string(), serde_json::json!({ "auth": auth }))
-        })
-        .collect();
-    let json = serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap();
-    Secret {
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".to_owned(),
-            ByteString(json),
-        )])),
-        ..Secret::default()
-    }
-}
-
 fn creds(registry: &TestRegistry, user: &str, password: &str) -> RegistryCredentials {
-    let secret = dockerconfig_secret(&[(&format!("http://{}", registry.host()), user, password)]);
+    let secret = SecretBuilder::docker_config()
+        .auth(&format!("http://{}", registry.host()), user, password)
+        .build();
     RegistryCredentials::from_secret(&secret, endpoint(registry).host()).unwrap()
 }
 
@@ -191,14 +168,10 @@ async fn a_registry_without_the_digest_answers_not_found() {
 async fn an_opaque_secret_is_refused_and_never_sent() {
     let registry = TestRegistry::start(&[TEAM_A]).unwrap();
     // Database credentials that happen to be valid at the registry: still refused.
-    let opaque = Secret {
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            ("username".to_owned(), ByteString(TEAM_A.0.into())),
-            ("password".to_owned(), ByteString(TEAM_A.1.into())),
-        ])),
-        ..Secret::default()
-    };
+    let opaque = SecretBuilder::opaque()
+        .entry("username", TEAM_A.0)
+        .entry("password", TEAM_A.1)
+        .build();
     let err = RegistryCredentials::from_secret(&opaque, endpoint(&registry).host()).unwrap_err();
     assert!(
         matches!(err, CredentialsError::UnsupportedSecretType { .. }),
@@ -222,14 +195,7 @@ async fn plain_http_is_refused_without_insecure() {
 async fn a_basic_auth_secret_also_proves_access() {
     let registry = TestRegistry::start(&[TEAM_A]).unwrap();
     let image = team_a_image(&registry).await;
-    let secret = Secret {
-        type_: Some("kubernetes.io/basic-auth".into()),
-        data: Some(BTreeMap::from([
-            ("username".to_owned(), ByteString(TEAM_A.0.into())),
-            ("password".to_owned(), ByteString(TEAM_A.1.into())),
-        ])),
-        ..Secret::default()
-    };
+    let secret = SecretBuilder::basic_auth(TEAM_A.0, TEAM_A.1).build();
     let a = RegistryCredentials::from_secret(&secret, endpoint(&registry).host()).unwrap();
     prove_access(
         &endpoint(&registry),

@@ -2,16 +2,13 @@
 //! bad input at admission with a message naming the field, and `selectableFields` make
 //! `--field-selector` work on `spec.artifact.digest` and `spec.scanner`. No operator runs here.
 
-mod operator;
-mod support;
-
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use operator::{digest, request};
 use scanreport_operator::api::{
     LocalSecretReference, ScanRequest, Scanner, ScannerAuth, ScannerAuthType, ScannerSpec,
 };
-use support::fresh_namespace;
+use testkit::fixtures::{ScanRequestBuilder, digest, request};
+use testkit::fresh_namespace;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
@@ -42,25 +39,29 @@ where
 
 #[tokio::test]
 async fn rescan_after_outside_one_minute_to_one_year_is_refused_naming_the_field() {
-    let client = support::client().await;
+    let client = testkit::client().await;
     let ns = fresh_namespace(&client, "cel-rescan").await;
     let api = Api::<ScanRequest>::namespaced(client, &ns);
     // Too short, too long, and one that overflows a 64-bit nanosecond count (it used to crash the
     // operator for everyone).
     for (i, value) in ["30s", "8761h", "3000000000h"].into_iter().enumerate() {
-        let mut sr = request(&format!("bad-{i}"), "trivy", &digest(), &[VULN]);
-        sr.spec.rescan_after = Some(value.into());
+        let sr = ScanRequestBuilder::new(&format!("bad-{i}"), "trivy")
+            .mime_types(&[VULN])
+            .rescan_after(value)
+            .build();
         let err = refused(&api, &sr).await;
         assert!(err.contains("spec.rescanAfter"), "{value}: {err}");
     }
-    let mut ok = request("ok", "trivy", &digest(), &[VULN]);
-    ok.spec.rescan_after = Some("24h".into());
+    let ok = ScanRequestBuilder::new("ok", "trivy")
+        .mime_types(&[VULN])
+        .rescan_after("24h")
+        .build();
     api.create(&PostParams::default(), &ok).await.unwrap();
 }
 
 #[tokio::test]
 async fn scanner_rules_are_enforced_at_admission() {
-    let client = support::client().await;
+    let client = testkit::client().await;
     let api = Api::<Scanner>::all(client);
     let name = |s: &str| format!("cel-{s}-{:x}", rand::random::<u32>());
 
@@ -94,7 +95,7 @@ async fn scanner_rules_are_enforced_at_admission() {
 
 #[tokio::test]
 async fn a_scanner_registration_uuid_cannot_change_once_created() {
-    let client = support::client().await;
+    let client = testkit::client().await;
     let api = Api::<Scanner>::all(client);
     let n = format!("cel-uuid-{:x}", rand::random::<u32>());
     let mut s = scanner(&n);
@@ -159,7 +160,7 @@ async fn names(api: &Api<ScanRequest>, selector: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn field_selectors_find_requests_by_digest_and_scanner() {
-    let env = support::env().await;
+    let env = testkit::env().await;
     let client: Client = env.client();
     let (ns1, ns2) = (
         fresh_namespace(&client, "sel-a").await,

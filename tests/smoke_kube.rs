@@ -1,12 +1,10 @@
 //! Smoke tests of the CRDs in `crds/` against a real kube-apiserver (see
-//! `tests/support/envtest.rs` and `docs/envtest.md`).
+//! `crates/testkit/src/envtest.rs` and `docs/envtest.md`).
 //!
 //! Objects are written as raw JSON on purpose: the typed structs cannot
 //! express invalid input, and raw JSON shows exactly what the API server
 //! accepts. Reads go through the typed `ScanRequest` to check that the Rust
 //! types and the CRD schema agree.
-
-mod support;
 
 use std::{
     io::Write as _,
@@ -26,7 +24,7 @@ use kube::{
 };
 use scanreport_operator::api::ScanRequest;
 use serde_json::{Value, json};
-use support::{TestEnv, env, fresh_namespace};
+use testkit::{TestEnv, env, fresh_namespace};
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -412,7 +410,7 @@ async fn rbac_applies_to_the_unprivileged_users() {
         subjects: Some(vec![
             Subject {
                 kind: "User".into(),
-                name: support::TESTER_USER.into(),
+                name: testkit::TESTER_USER.into(),
                 api_group: Some("rbac.authorization.k8s.io".into()),
                 ..Default::default()
             },
@@ -433,7 +431,7 @@ async fn rbac_applies_to_the_unprivileged_users() {
         // The RBAC authorizer reads roles from an informer cache, so a new
         // binding takes effect a moment after it is created.
         let what = format!("{who} may list after the grant");
-        support::eventually(&what, Duration::from_secs(10), || async {
+        testkit::eventually(&what, Duration::from_secs(10), || async {
             dynamic_api(client, &ns)
                 .list(&ListParams::default())
                 .await
@@ -451,7 +449,7 @@ async fn rbac_applies_to_the_unprivileged_users() {
         env,
         &[
             "--context",
-            support::TESTER_USER,
+            testkit::TESTER_USER,
             "get",
             "scanrequests",
             "-n",
@@ -502,7 +500,7 @@ spec:
 "#,
     )
     .unwrap();
-    let names = support::install_crds_from(&client, dir.path())
+    let names = testkit::install_crds_from(&client, dir.path())
         .await
         .expect("install");
     assert_eq!(names, ["widgets.envtest.scanreport.io"]);
@@ -548,7 +546,7 @@ async fn guarded_process_uses_kubeconfig_and_stops_on_drop() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut guard = support::spawn_guarded(cmd).expect("spawn kubectl --watch");
+    let mut guard = testkit::spawn_guarded(cmd).expect("spawn kubectl --watch");
     let pid = guard.id() as libc::pid_t;
     let stdout = guard.child().stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -564,7 +562,7 @@ async fn guarded_process_uses_kubeconfig_and_stops_on_drop() {
 
     // Created repeatedly until the watch (which may still be starting) sees one.
     let mut i = 0;
-    let line = support::eventually("kubectl --watch output", Duration::from_secs(30), || {
+    let line = testkit::eventually("kubectl --watch output", Duration::from_secs(30), || {
         i += 1;
         let (client, ns, name) = (client.clone(), ns.clone(), format!("watched-{i}"));
         let line = rx.try_recv().ok();

@@ -1,13 +1,12 @@
 //! The report store against a real PostgreSQL: the race-free upsert and migrations.
 
-mod pgtest;
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use scanreport_operator::api::SeveritySummary;
 use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
 use scanreport_operator::store::{NewReport, PoolConfig, Store, UpsertOutcome};
+use testkit::pgtest;
 use tokio::sync::Barrier;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";

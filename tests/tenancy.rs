@@ -1,13 +1,9 @@
 //! Tenant isolation, attacked the way a hostile namespace would, on the real API server, a real
-//! registry (Distribution with htpasswd, tests/support/registry.rs), PostgreSQL and the
+//! registry (Distribution with htpasswd, testkit::registry), PostgreSQL and the
 //! development adapter. The operator runs with `--artifact-access verify`.
 //!
 //! Team A keeps a private image in its registry; team B has a registry of its own. One test per
 //! attack (see docs/security.md).
-
-mod operator;
-mod pgtest;
-mod support;
 
 use std::time::Duration;
 
@@ -15,16 +11,16 @@ use base64::Engine;
 use devscanner::{
     DevAuth, DevScanner, DevScannerConfig, DevScannerHandle, Endpoint, FaultKind, FaultRule,
 };
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use operator::{Operator, WAIT, create, create_scanner, request};
-use scanreport_operator::api::{LocalSecretReference, RegistrySpec, ScanRequest, Scanner};
+use scanreport_operator::api::{ScanRequest, Scanner};
 use scanreport_operator::store::{PoolConfig, Store};
 use serde_json::json;
-use support::registry::TestRegistry;
-use support::{TestEnv, eventually, fresh_namespace};
+use testkit::fixtures::{ScanRequestBuilder, SecretBuilder};
+use testkit::operator::{self, Operator, WAIT, create, create_scanner};
+use testkit::registry::TestRegistry;
+use testkit::{TestEnv, eventually, fresh_namespace, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const TEAM_A: (&str, &str) = ("team-a-robot", "a-pass  with two spaces");
@@ -48,7 +44,7 @@ struct Tenancy {
 }
 
 async fn tenancy(prefix: &str, adapter: DevScannerConfig, with_scanner: bool) -> Tenancy {
-    let env: &TestEnv = support::env().await;
+    let env: &TestEnv = testkit::env().await;
     let client = env.client();
     let database_url = pgtest::fresh_database(prefix).await;
     let store = Store::connect(&database_url, &PoolConfig::default())
@@ -99,38 +95,13 @@ async fn tenancy(prefix: &str, adapter: DevScannerConfig, with_scanner: bool) ->
     }
 }
 
-async fn create_secret(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    type_: &str,
-    data: serde_json::Value,
-) {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name},
-        "type": type_,
-        "stringData": data,
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
 /// A `kubernetes.io/dockerconfigjson` Secret for one registry host.
 async fn docker_secret(client: &Client, ns: &str, name: &str, host: &str, user: (&str, &str)) {
-    let auth = base64::engine::general_purpose::STANDARD.format_basic(user);
-    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
-    create_secret(
-        client,
-        ns,
-        name,
-        "kubernetes.io/dockerconfigjson",
-        json!({".dockerconfigjson": config}),
-    )
-    .await;
+    SecretBuilder::docker_config()
+        .name(name)
+        .auth(host, user.0, user.1)
+        .create(client, ns)
+        .await;
 }
 
 trait BasicForm {
@@ -152,14 +123,17 @@ fn tenant_request(
     digest: &str,
     secret: Option<&str>,
 ) -> ScanRequest {
-    let mut sr = request(name, scanner, digest, &[VULN]);
-    sr.spec.registry = RegistrySpec {
-        url: registry_url.to_owned(),
-        credentials_secret_ref: secret.map(|s| LocalSecretReference { name: s.into() }),
-        insecure: true,
-    };
-    sr.spec.artifact.repository = repository.to_owned();
-    sr
+    let sr = ScanRequestBuilder::new(name, scanner)
+        .registry_url(registry_url)
+        .insecure(true)
+        .repository(repository)
+        .digest(digest)
+        .mime_types(&[VULN]);
+    match secret {
+        Some(secret) => sr.credentials_secret(secret),
+        None => sr,
+    }
+    .build()
 }
 
 /// The condition of `type_` in `sr`'s status, when it is True.
@@ -266,14 +240,10 @@ async fn another_namespace_naming_a_private_digest_gets_no_report_whatever_it_tr
 
     // Team B names A's digest: (a) no credentials, (b) wrong credentials, (c) another
     // registry URL (nothing listens there), (d) its own registry, which does not have it.
-    create_secret(
-        c,
-        &t.ns_b,
-        "wrong",
-        "kubernetes.io/basic-auth",
-        json!({"username": TEAM_A.0, "password": "guessed"}),
-    )
-    .await;
+    SecretBuilder::basic_auth(TEAM_A.0, "guessed")
+        .name("wrong")
+        .create(c, &t.ns_b)
+        .await;
     docker_secret(c, &t.ns_b, "own", &t.registry_b.host(), TEAM_B).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -403,14 +373,12 @@ async fn an_opaque_secret_with_a_username_and_password_is_refused_and_never_sent
     let t = tenancy("tn-opaque", DevScannerConfig::default(), true).await;
     let c = &t.client;
     // Valid credentials even, but in a Secret that is not a registry credential.
-    create_secret(
-        c,
-        &t.ns_b,
-        "database",
-        "Opaque",
-        json!({"username": TEAM_A.0, "password": TEAM_A.1}),
-    )
-    .await;
+    SecretBuilder::opaque()
+        .name("database")
+        .entry("username", TEAM_A.0)
+        .entry("password", TEAM_A.1)
+        .create(c, &t.ns_b)
+        .await;
     let sr = tenant_request(
         "app",
         &t.scanner,
@@ -446,14 +414,11 @@ async fn a_scanner_reads_its_auth_secret_only_from_the_operators_namespace() {
     let t = tenancy("tn-scnsecret", adapter, false).await;
     let c = &t.client;
     // A Secret in a tenant's namespace, named by a Scanner with the old namespaced reference.
-    create_secret(
-        c,
-        &t.ns_a,
-        "adapter",
-        "Opaque",
-        json!({"token": "adapter-token-7781"}),
-    )
-    .await;
+    SecretBuilder::opaque()
+        .name("adapter")
+        .entry("token", "adapter-token-7781")
+        .create(c, &t.ns_a)
+        .await;
     let scanner: Scanner = serde_json::from_value(json!({
         "apiVersion": "scanreport.io/v1alpha1", "kind": "Scanner",
         "metadata": {"name": t.scanner},
@@ -494,14 +459,11 @@ async fn a_scanner_reads_its_auth_secret_only_from_the_operators_namespace() {
     );
 
     // The same Secret in the operator's namespace is used (at the next recheck).
-    create_secret(
-        c,
-        &t.ns_operator,
-        "adapter",
-        "Opaque",
-        json!({"token": "adapter-token-7781"}),
-    )
-    .await;
+    SecretBuilder::opaque()
+        .name("adapter")
+        .entry("token", "adapter-token-7781")
+        .create(c, &t.ns_operator)
+        .await;
     wait_for(c, &t.ns_a, "app", "Ready", |sr| {
         condition(sr, "Ready").is_some()
     })
@@ -585,14 +547,10 @@ async fn a_request_that_can_no_longer_prove_access_loses_the_summary_and_reports
     );
 
     // Pointed at credentials the registry refuses: what it showed must go.
-    create_secret(
-        c,
-        &t.ns_a,
-        "stale",
-        "kubernetes.io/basic-auth",
-        json!({"username": TEAM_A.0, "password": "rotated-away"}),
-    )
-    .await;
+    SecretBuilder::basic_auth(TEAM_A.0, "rotated-away")
+        .name("stale")
+        .create(c, &t.ns_a)
+        .await;
     let patch = json!({"spec": {"registry": {"credentialsSecretRef": {"name": "stale"}}}});
     Api::<ScanRequest>::namespaced(c.clone(), &t.ns_a)
         .patch(

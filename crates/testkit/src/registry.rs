@@ -19,7 +19,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use sha2::Digest as _;
 
-use super::envtest::{GuardedChild, spawn_guarded};
+use crate::envtest::{GuardedChild, spawn_guarded};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -6,13 +6,11 @@
 //! See `docs/envtest.md` for how the binaries are obtained.
 //!
 //! ```ignore
-//! mod support;
-//!
 //! #[tokio::test]
 //! async fn something() {
-//!     let env = support::env().await;
+//!     let env = testkit::env().await;
 //!     let client = env.client();
-//!     let ns = support::fresh_namespace(&client, "something").await;
+//!     let ns = testkit::fresh_namespace(&client, "something").await;
 //!     // ...
 //! }
 //! ```
@@ -355,8 +353,9 @@ fn make_client(config: Config) -> Client {
     Client::try_from(config).expect("building kube client from envtest config")
 }
 
+/// The workspace root (this crate is `crates/testkit`): `crds/` and `scripts/` live there.
 fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn has_assets(dir: &Path) -> bool {

@@ -1,14 +1,11 @@
-//! `cargo run --example control-plane -- KUBECONFIG_OUT`: the test control plane (etcd and
-//! kube-apiserver with the CRDs installed) as a standalone process for scripts/demo.sh.
+//! `cargo run -p testkit --bin control-plane -- KUBECONFIG_OUT`: the test control plane (etcd
+//! and kube-apiserver with the CRDs installed) as a standalone process for scripts/demo.sh.
 //!
 //! Writes an admin kubeconfig to KUBECONFIG_OUT once the API server is ready, then runs until
 //! SIGTERM or Ctrl-C and tears everything down (the same teardown the tests use).
 
-#[allow(dead_code)]
-#[path = "envtest.rs"]
-mod envtest;
-
 use anyhow::Context as _;
+use testkit::envtest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

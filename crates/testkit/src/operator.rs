@@ -1,6 +1,5 @@
 //! Runs the operator binary against the test control plane, the way a cluster would: its own
 //! process, a kubeconfig, `DATABASE_URL`, JSON logs captured to a file.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -8,11 +7,9 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::api::{Api, PostParams};
-use scanreport_operator::api::{
-    ArtifactSpec, RegistrySpec, ScanRequest, ScanRequestSpec, Scanner, ScannerSpec,
-};
+use scanreport_operator::api::{ScanRequest, Scanner, ScannerSpec};
 
-use crate::support::{GuardedChild, TestEnv, spawn_guarded};
+use crate::envtest::{GuardedChild, TestEnv, spawn_guarded};
 
 pub struct Operator {
     child: Option<GuardedChild>,
@@ -35,6 +32,29 @@ pub const FAST: &[&str] = &[
     "30s",
 ];
 
+/// `SCANREPORT_OPERATOR_BIN` if set, else the `scanreport-operator` binary Cargo built for the
+/// running test or bench: `target/<profile>/deps/<test>` runs, the binary is
+/// `target/<profile>/scanreport-operator` (Cargo builds a package's binaries before its
+/// integration tests and benches). Panics, naming the path, when it is not there.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SCANREPORT_OPERATOR_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("path of the running test");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps");
+    let bin = profile_dir.join("scanreport-operator");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the test with `cargo test -p scanreport-operator`, which builds it, \
+         or set SCANREPORT_OPERATOR_BIN",
+        bin.display()
+    );
+    bin
+}
+
 impl Operator {
     /// Starts `scanreport-operator run` watching `namespaces` only, so that operators of tests
     /// running side by side never touch each other's objects.
@@ -45,7 +65,7 @@ impl Operator {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scanreport-operator"));
+        let mut cmd = Command::new(binary());
         cmd.arg("run")
             .args(["--listen", &addr.to_string(), "--log-format", "json"])
             .args(["--namespaces", &namespaces.join(",")])
@@ -161,43 +181,6 @@ pub async fn create_scanner(client: &Client, name: &str, url: &str) {
         .create(&PostParams::default(), &scanner)
         .await
         .unwrap();
-}
-
-/// A random `sha256:` digest.
-pub fn digest() -> String {
-    format!(
-        "sha256:{:016x}{:016x}{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
-/// A ScanRequest for `digest` behind a registry without credentials.
-pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanRequest {
-    ScanRequest::new(
-        name,
-        ScanRequestSpec {
-            scanner: scanner.to_owned(),
-            registry: RegistrySpec {
-                url: "https://registry.example.test".into(),
-                credentials_secret_ref: None,
-                insecure: false,
-            },
-            artifact: ArtifactSpec {
-                repository: "library/nginx".into(),
-                digest: digest.to_owned(),
-                tag: Some("1.27".into()),
-                mime_type: Default::default(),
-            },
-            report_mime_types: mimes.iter().map(|m| (*m).to_owned()).collect(),
-            rescan_after: None,
-            rescan_token: None,
-            policy: None,
-            policy_ref: None,
-        },
-    )
 }
 
 /// Creates `sr` in `ns`; a refusal fails the test.

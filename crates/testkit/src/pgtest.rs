@@ -7,8 +7,9 @@ use sqlx::{ConnectOptions, Connection};
 /// Creates a uniquely named database and returns its URL. Fails loudly without DATABASE_URL:
 /// a database test that silently skips proves nothing.
 pub async fn fresh_database(prefix: &str) -> String {
-    let base = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must point at PostgreSQL; run scripts/test.sh, which starts one");
+    let base = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must point at PostgreSQL; scripts/test.sh and scripts/bench.sh start one",
+    );
     let opts: PgConnectOptions = base.parse().expect("DATABASE_URL parses");
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let mut admin = opts.connect().await.expect("connect to DATABASE_URL");
@@ -26,13 +27,11 @@ pub async fn fresh_database(prefix: &str) -> String {
 }
 
 /// A PostgreSQL cluster of a test's own, for tests that stop and start the server.
-#[allow(dead_code)]
 pub struct PgCluster {
     dir: tempfile::TempDir,
     pub port: u16,
 }
 
-#[allow(dead_code)]
 impl PgCluster {
     const BIN: &'static str = "/usr/lib/postgresql/15/bin";
 
