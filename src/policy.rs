@@ -16,6 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -74,13 +75,75 @@ impl Source {
     }
 }
 
+/// FNV-1a of `parts` (ASCII-lowercased when `fold`), each followed by a separator byte. A
+/// fast keyless hash for the sets below, which still compare the strings themselves: a
+/// collision costs time, never a wrong count.
+fn fnv(parts: &[&str], fold: bool) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0xff)) {
+            let byte = if fold {
+                byte.to_ascii_lowercase()
+            } else {
+                byte
+            };
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// A hasher for keys that carry their own hash ([`fnv`]).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type PrehashedState = BuildHasherDefault<Prehashed>;
+
+/// A finding as a member of the set of vulnerabilities already counted: (id, package,
+/// version) with its hash.
+struct Counted<'a>(u64, &'a Finding);
+
+impl Hash for Counted<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+impl PartialEq for Counted<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.1.id == other.1.id
+            && self.1.package == other.1.package
+            && self.1.version == other.1.version
+    }
+}
+
+impl Eq for Counted<'_> {}
+
+/// Allowlist entries by [`fnv`] of the lowercased id: (lowercased id, expiry).
+type Allowlist = HashMap<u64, Vec<(String, Option<DateTime<Utc>>)>, PrehashedState>;
+
 /// Rules ready to evaluate: durations and timestamps parsed and bounded, ids folded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     limits: SeverityLimits,
     ignore_unfixed: bool,
-    /// Lowercased id → when the entry stops applying (`None`: never).
-    allowlist: HashMap<String, Option<DateTime<Utc>>>,
+    /// [`fnv`] of the lowercased id → (lowercased id, when the entry stops applying; `None`:
+    /// never).
+    allowlist: Allowlist,
     max_report_age: Option<Duration>,
     max_report_age_text: String,
 }
@@ -109,7 +172,8 @@ impl Rules {
                 ));
             }
         }
-        let mut allowlist = HashMap::with_capacity(rules.allowlist.len());
+        let mut allowlist =
+            Allowlist::with_capacity_and_hasher(rules.allowlist.len(), PrehashedState::default());
         for (index, entry) in rules.allowlist.iter().enumerate() {
             let expires = entry
                 .expires
@@ -135,11 +199,16 @@ impl Rules {
                 ));
             }
             // Two entries for one id: the one that lasts longer wins.
-            let slot = allowlist.entry(id).or_insert(expires);
-            *slot = match (*slot, expires) {
-                (None, _) | (_, None) => None,
-                (Some(a), Some(b)) => Some(a.max(b)),
-            };
+            let bucket = allowlist.entry(fnv(&[&id], false)).or_default();
+            match bucket.iter_mut().find(|(known, _)| *known == id) {
+                Some((_, slot)) => {
+                    *slot = match (*slot, expires) {
+                        (None, _) | (_, None) => None,
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                    };
+                }
+                None => bucket.push((id, expires)),
+            }
         }
         let max_report_age = rules
             .max_report_age
@@ -156,6 +225,16 @@ impl Rules {
             max_report_age,
             max_report_age_text: rules.max_report_age.clone().unwrap_or_default(),
         })
+    }
+
+    /// The allowlist entry naming `id` (ignoring ASCII case): `Some(expires)`.
+    fn allowlisted(&self, id: &str) -> Option<Option<DateTime<Utc>>> {
+        let id = id.trim();
+        self.allowlist
+            .get(&fnv(&[id], true))?
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(id))
+            .map(|(_, expires)| *expires)
     }
 
     fn limit(&self, severity: Bucket) -> Option<i64> {
@@ -192,15 +271,17 @@ pub fn evaluate(
     oldest_report: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let mut seen: HashSet<(&str, &str, &str)> =
-        HashSet::with_capacity(reports.iter().map(|r| r.len()).sum());
+    let mut seen: HashSet<Counted<'_>, PrehashedState> = HashSet::with_capacity_and_hasher(
+        reports.iter().map(|r| r.len()).sum(),
+        PrehashedState::default(),
+    );
     let mut counts = SeveritySummary::default();
     let (mut allowlisted, mut ignored_unfixed) = (0i64, 0i64);
     let mut next_change: Option<DateTime<Utc>> = None;
     let mut counted: Vec<&Finding> = Vec::new();
-    let mut folded = String::new();
     for finding in reports.iter().flat_map(|r| r.iter()) {
-        if !seen.insert((&finding.id, &finding.package, &finding.version)) {
+        let key = fnv(&[&finding.id, &finding.package, &finding.version], false);
+        if !seen.insert(Counted(key, finding)) {
             continue;
         }
         if rules.ignore_unfixed && finding.fix_version.is_none() {
@@ -208,17 +289,14 @@ pub fn evaluate(
             continue;
         }
         if !rules.allowlist.is_empty() {
-            folded.clear();
-            folded.push_str(finding.id.trim());
-            folded.make_ascii_lowercase();
-            match rules.allowlist.get(folded.as_str()) {
+            match rules.allowlisted(&finding.id) {
                 Some(None) => {
                     allowlisted = allowlisted.saturating_add(1);
                     continue;
                 }
-                Some(Some(expires)) if now < *expires => {
+                Some(Some(expires)) if now < expires => {
                     allowlisted = allowlisted.saturating_add(1);
-                    next_change = earliest(next_change, *expires);
+                    next_change = earliest(next_change, expires);
                     continue;
                 }
                 _ => {}
@@ -552,6 +630,19 @@ mod tests {
         assert_eq!(v.status.violations.len(), MAX_LISTED_VIOLATIONS);
         assert_eq!(v.status.violations[0].id, "CVE-2024-00000");
         assert_eq!(v.status.violations[9].id, "CVE-2024-00009");
+    }
+
+    #[test]
+    fn colliding_keys_are_still_told_apart_by_their_strings() {
+        // Every key hashes alike: counting must still compare the strings.
+        let mut seen: HashSet<Counted<'_>, PrehashedState> = HashSet::default();
+        let a = finding("CVE-1", "a", Bucket::High, None);
+        let b = finding("CVE-1", "b", Bucket::High, None);
+        assert!(seen.insert(Counted(7, &a)));
+        assert!(seen.insert(Counted(7, &b)));
+        assert!(!seen.insert(Counted(7, &a)));
+        assert_ne!(fnv(&["ab", "c"], false), fnv(&["a", "bc"], false));
+        assert_eq!(fnv(&["CVE-1"], true), fnv(&["cve-1"], false));
     }
 
     #[test]

@@ -527,7 +527,8 @@ async fn a_scan_policy_edit_re_evaluates_its_referrers_and_only_them() {
     );
 
     // A reconcile of b1 would now see a critical: its stored findings (which evaluation reads,
-    // never the body) are changed behind the operator's back. Only a reconcile can show it.
+    // never the body) are changed behind the operator's back, as a newer row version (so the
+    // operator's cache of findings read before does not hide it). Only a reconcile shows it.
     let store_url = &f.database_url;
     let pool = sqlx::PgPool::connect(store_url).await.unwrap();
     let registration = identity::default_registration_uuid(&f.scanner).unwrap();
@@ -537,7 +538,7 @@ async fn a_scan_policy_edit_re_evaluates_its_referrers_and_only_them() {
         &MimeType::parse(VULN).unwrap(),
     );
     let changed = sqlx::query(
-        r#"UPDATE scan_report SET findings = findings || '[["CVE-2099-0001","tampered","1","Critical",null]]'::jsonb WHERE id = $1"#,
+        r#"UPDATE scan_report SET findings = findings || '[["CVE-2099-0001","tampered","1","Critical",null]]'::jsonb, updated_at = now() WHERE id = $1"#,
     )
     .bind(b_report)
     .execute(&pool)

@@ -313,6 +313,12 @@ async fn the_findings_migration_backfills_old_reports_as_the_upsert_extracts_the
         .execute(store.pool())
         .await
         .unwrap();
-    let found = store.findings(&[id]).await.unwrap();
+    let found: Vec<_> = store
+        .findings(&[id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, findings)| (id, findings))
+        .collect();
     assert_eq!(found, vec![(id, expected)]);
 }

@@ -3,6 +3,8 @@
 //! ([`judge`], before step 8; it reads the compact findings, never a report body), and the
 //! Event when the verdict changes ([`announce`], after step 8).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use kube::runtime::events::EventType;
 
@@ -12,7 +14,7 @@ use super::error::ReconcileError;
 use crate::api::{DEFAULT_REPORT_MIME_TYPE, ScanRequest, ScanRequestStatus};
 use crate::identity::ReportKey;
 use crate::policy::{self, Rules, Source, Verdict};
-use crate::scanner::summary::has_summary;
+use crate::scanner::summary::{Finding, has_summary};
 
 /// The rules a request is judged by, and where they come from.
 #[derive(Debug, Clone)]
@@ -72,7 +74,8 @@ pub fn resolve(
 }
 
 /// The verdict on the stored vulnerability reports, once every one of them has a stored
-/// version (`None` until then). Reads only their compact findings.
+/// version (`None` until then). Reads only their compact findings, and those only once per
+/// report version (the process keeps them, see [`super::context::FindingsCache`]).
 pub async fn judge(
     applied: &Applied,
     outcomes: &[Outcome],
@@ -90,15 +93,27 @@ pub async fn judge(
     else {
         return Ok(None);
     };
-    let ids: Vec<uuid::Uuid> = stored.iter().map(|m| m.id).collect();
-    let found = ctx.store.findings(&ids).await?;
-    let mut reports = Vec::with_capacity(ids.len());
-    for id in &ids {
+    // Findings read before for the same row version come from memory; the rest in one query.
+    let mut found: Vec<(uuid::Uuid, Arc<Vec<Finding>>)> = Vec::with_capacity(stored.len());
+    let mut missing = Vec::new();
+    for meta in &stored {
+        match ctx.findings.get(meta.id, meta.updated_at) {
+            Some(findings) => found.push((meta.id, findings)),
+            None => missing.push(meta.id),
+        }
+    }
+    for (id, updated_at, findings) in ctx.store.findings(&missing).await? {
+        let findings = Arc::new(findings);
+        ctx.findings.insert(id, updated_at, findings.clone());
+        found.push((id, findings));
+    }
+    let mut reports = Vec::with_capacity(stored.len());
+    for meta in &stored {
         let findings = found
             .iter()
-            .find(|(found_id, _)| found_id == id)
+            .find(|(id, _)| *id == meta.id)
             .map(|(_, f)| f.as_slice())
-            .ok_or(ReconcileError::FindingsMissing { report_id: *id })?;
+            .ok_or(ReconcileError::FindingsMissing { report_id: meta.id })?;
         reports.push(findings);
     }
     let oldest = stored.iter().map(|m| m.generated_at).min();

@@ -331,14 +331,17 @@ impl Store {
         row.as_ref().map(decode_meta).transpose()
     }
 
-    /// The stored findings of each of `ids` that has them (vulnerability reports), by id.
-    /// Reads the compact column only, never a body.
-    pub async fn findings(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, Vec<Finding>)>, StoreError> {
+    /// The stored findings of each of `ids` that has them (vulnerability reports), by id, with
+    /// the `updated_at` of the row they belong to. Reads the compact column only, never a body.
+    pub async fn findings(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, Vec<Finding>)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT id, findings FROM scan_report \
+            "SELECT id, updated_at, findings FROM scan_report \
              WHERE id = ANY($1) AND findings IS NOT NULL ORDER BY id",
         )
         .bind(ids)
@@ -354,8 +357,9 @@ impl Store {
                     id,
                     reason: format!("findings: {e}"),
                 };
+                let updated_at = row.try_get("updated_at").map_err(corrupt)?;
                 let sqlx::types::Json(findings) = row.try_get("findings").map_err(corrupt)?;
-                Ok((id, findings))
+                Ok((id, updated_at, findings))
             })
             .collect()
     }
