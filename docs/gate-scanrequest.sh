@@ -7,7 +7,7 @@
 #
 # `kubectl wait --for=condition=Ready` alone waits out its whole timeout on a violation: kubectl
 # knows no Stalled condition. This waits for Ready and for Stalled at once; the first one wins.
-# KUBECTL overrides the kubectl binary.
+# KUBECTL overrides the kubectl binary. Needs bash 5.1 or newer (`wait -n` with process ids).
 set -uo pipefail
 name=${1:?usage: gate-scanrequest.sh NAME [NAMESPACE] [TIMEOUT]}
 namespace=${2:-default}
