@@ -649,7 +649,23 @@ async fn a_scan_policy_edit_re_evaluates_its_referrers_and_only_them() {
         ready_and_compliant,
     )
     .await;
-    for name in [&pa, &pb, &pm] {
+    // Deleting a ScanPolicy stalls its referrers at once and takes their verdict away.
+    policies.delete(&pa, &Default::default()).await.unwrap();
+    for name in ["a1", "a2"] {
+        let sr = wait_for(
+            &f.client,
+            &ns,
+            name,
+            "stalled on its deleted policy",
+            |sr| {
+                condition(sr, "Stalled")
+                    .is_some_and(|c| c.status == "True" && c.reason == "PolicyNotFound")
+            },
+        )
+        .await;
+        assert_eq!(sr.status.unwrap().policy, None, "{name}");
+    }
+    for name in [&pb, &pm] {
         let _ = policies.delete(name, &Default::default()).await;
     }
 }
