@@ -166,6 +166,7 @@ async fn child(scenario: &str, base: &str, database_url: &str, joiners: usize) {
                         let new = NewReport {
                             key: key.clone(),
                             summary: report.summary.unwrap_or_default(),
+                            findings: report.findings,
                             report: report.body,
                             scanner_name: "Bench".into(),
                             scanner_vendor: "Bench".into(),

@@ -70,6 +70,7 @@ fn report(n: u64, body: &serde_json::value::RawValue) -> NewReport {
         scanner_name: "Trivy".into(),
         scanner_vendor: "Aqua Security".into(),
         scanner_version: "0.50.0".into(),
+        findings: None,
         generated_at: Utc::now(),
     }
 }

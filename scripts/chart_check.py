@@ -46,6 +46,7 @@ KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 SCANNER_RULES = {
     ("scanreport.io", "scanners"): ["list", "watch"],
     ("scanreport.io", "scanners/status"): ["patch"],
+    ("scanreport.io", "scanpolicies"): ["list", "watch"],
 }
 NAMESPACED_RULES = {
     ("scanreport.io", "scanrequests"): ["list", "watch"],

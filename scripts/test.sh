@@ -10,9 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
-# docker-registry (Distribution 2.8) and htpasswd: the real registry of tests/registry.rs.
+# docker-registry (Distribution 2.8) and htpasswd: the real registry of tests/registry.rs; lua5.4:
+# tests/argocd_health.rs runs the Argo CD health check (docs/argocd-health.lua) with it; curl:
+# tests/report_api.rs calls the report API's port directly, as an attacker would.
 ensure_packages cc:gcc python3:python3 kubectl:kubernetes-client \
-  /usr/bin/docker-registry:docker-registry htpasswd:apache2-utils curl:curl
+  /usr/bin/docker-registry:docker-registry htpasswd:apache2-utils lua5.4:lua5.4 curl:curl
 
 trap pg_stop EXIT
 trap 'exit 130' INT TERM

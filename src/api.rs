@@ -1,4 +1,5 @@
-//! The `scanreport.io/v1alpha1` API: `ScanRequest` (namespaced) and `Scanner` (cluster-scoped).
+//! The `scanreport.io/v1alpha1` API: `ScanRequest` (namespaced), `Scanner` and `ScanPolicy`
+//! (cluster-scoped).
 //!
 //! Every check that matters is expressed in the schema so that the API server rejects bad input at
 //! admission: OpenAPI patterns and bounds first, CEL rules (`x-kubernetes-validations`) for what
@@ -34,6 +35,17 @@ pub const TAG_PATTERN: &str = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$";
 pub const MIME_PATTERN: &str = r#"^\s*[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;\s*[A-Za-z0-9!#$&^_.+-]+\s*=\s*("[^"\\]*"|[A-Za-z0-9!#$&^_.+-]+))*\s*;?\s*$"#;
 /// A Go-style duration such as `90s`, `15m` or `24h`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// A vulnerability id as scanners report them: `CVE-2024-3094`, `GHSA-xxxx-xxxx-xxxx`,
+/// `RUSTSEC-2024-0001`, `DLA-3766-1`, ...
+pub const VULNERABILITY_ID_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$";
+/// An RFC 3339 timestamp with seconds and a zone, e.g. `2026-12-31T00:00:00Z`.
+pub const TIMESTAMP_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+/// Most entries of a policy's allowlist.
+pub const MAX_ALLOWLIST: usize = 512;
+/// Most violating vulnerabilities `status.policy.violations` lists.
+pub const MAX_LISTED_VIOLATIONS: usize = 10;
+/// `status.policy.policy` of a request with `spec.policy`.
+pub const INLINE_POLICY: &str = "inline";
 pub const UUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -59,6 +71,7 @@ pub const CONDITION_STALLED: &str = "Stalled";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Critical","type":"integer","jsonPath":".status.summary.critical"}"#,
     printcolumn = r#"{"name":"High","type":"integer","jsonPath":".status.summary.high"}"#,
+    printcolumn = r#"{"name":"Compliant","type":"boolean","jsonPath":".status.policy.compliant"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     selectable = ".spec.artifact.digest",
     selectable = ".spec.scanner",
@@ -67,6 +80,8 @@ pub const CONDITION_STALLED: &str = "Stalled";
 #[x_kube(validation = Rule::new(
     "!has(self.rescanAfter) || (duration(self.rescanAfter) >= duration('1m') && duration(self.rescanAfter) <= duration('8760h'))"
 ).message("spec.rescanAfter must be a duration from 1m to 8760h (365 days), such as 24h").field_path(".rescanAfter").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!(has(self.policy) && has(self.policyRef))")
+    .message("spec.policy and spec.policyRef are mutually exclusive: set the rules inline or name a ScanPolicy, not both").field_path(".policyRef").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRequestSpec {
     /// Name of the cluster-scoped `Scanner` to use.
@@ -92,6 +107,110 @@ pub struct ScanRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub rescan_token: Option<String>,
+    /// Rules the findings must satisfy for the request to be `Ready` (a vulnerability report
+    /// must be among `reportMimeTypes`). Mutually exclusive with `policyRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRules>,
+    /// A cluster-scoped `ScanPolicy` whose rules apply, by name. Mutually exclusive with
+    /// `policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<PolicyReference>,
+}
+
+/// The name of a cluster-scoped `ScanPolicy`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct PolicyReference {
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+}
+
+/// What the findings of an artifact's vulnerability reports must satisfy. A vulnerability
+/// that several vulnerability reports of the request list counts once.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.maxReportAge) || (duration(self.maxReportAge) >= duration('1m') && duration(self.maxReportAge) <= duration('8760h'))"
+).message("maxReportAge must be a duration from 1m to 8760h (365 days), such as 168h").field_path(".maxReportAge").reason(Reason::FieldValueInvalid))]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRules {
+    /// The most vulnerabilities allowed per severity, e.g. `{critical: 0, high: 5}`; a
+    /// severity not listed has no limit. Negligible findings never count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_counts: Option<SeverityLimits>,
+    /// Vulnerabilities without a fix version do not count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_unfixed: bool,
+    /// Vulnerabilities that do not count, until their `expires`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_ALLOWLIST),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"])
+    )]
+    pub allowlist: Vec<AllowlistEntry>,
+    /// Fail when a stored vulnerability report was generated longer ago than this
+    /// (a duration such as `168h`, from `1m` to `8760h`). Pair it with a shorter
+    /// `rescanAfter` so that rescans keep the request compliant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
+    pub max_report_age: Option<String>,
+}
+
+/// The most vulnerabilities allowed per severity; unset means no limit.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SeverityLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub critical: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub high: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub medium: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub low: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub unknown: Option<i64>,
+}
+
+/// One vulnerability that does not count against the limits.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AllowlistEntry {
+    /// The vulnerability id as the scanner reports it, e.g. `CVE-2024-3094` (compared
+    /// ignoring ASCII case).
+    #[schemars(length(min = 1, max = 128), regex(pattern = VULNERABILITY_ID_PATTERN))]
+    pub id: String,
+    /// When the entry stops applying, RFC 3339 (e.g. `2026-12-31T00:00:00Z`); the verdict
+    /// changes at that moment. Never, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = TIMESTAMP_PATTERN))]
+    pub expires: Option<String>,
+    /// Why the vulnerability is accepted, for reviewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+}
+
+/// Scan rules a platform team owns; ScanRequests name it in `spec.policyRef`.
+#[derive(CustomResource, JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "scanreport.io",
+    version = "v1alpha1",
+    kind = "ScanPolicy",
+    plural = "scanpolicies",
+    singular = "scanpolicy",
+    category = "scanreport",
+    printcolumn = r#"{"name":"IgnoreUnfixed","type":"boolean","jsonPath":".spec.rules.ignoreUnfixed"}"#,
+    printcolumn = r#"{"name":"MaxReportAge","type":"string","jsonPath":".spec.rules.maxReportAge"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    annotation("scanreport.io/minimum-kubernetes-version", "1.33")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPolicySpec {
+    /// The rules, as in a ScanRequest's `spec.policy`.
+    #[serde(default)]
+    pub rules: PolicyRules,
 }
 
 fn default_report_mime_types() -> Vec<String> {
@@ -185,6 +304,51 @@ pub struct ScanRequestStatus {
     /// A rescan forced by a new `spec.rescanToken` that is still under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_rescan: Option<PendingRescan>,
+    /// The verdict of `spec.policy` or `spec.policyRef` on the stored vulnerability reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
+}
+
+/// The verdict of the request's policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// Whether the findings satisfy every rule.
+    pub compliant: bool,
+    /// The ScanPolicy's name, or `inline` for `spec.policy`.
+    pub policy: String,
+    /// The ScanPolicy's `metadata.generation` the verdict was reached with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The vulnerabilities that counted against the limits, per severity (after
+    /// `ignoreUnfixed` and the allowlist; each vulnerability once).
+    pub counts: SeveritySummary,
+    /// Vulnerabilities not counted because an allowlist entry in force names them.
+    pub allowlisted: i64,
+    /// Vulnerabilities not counted because they have no fix and `ignoreUnfixed` is set.
+    pub ignored_unfixed: i64,
+    /// Vulnerabilities in severities over their limit.
+    pub violation_count: i64,
+    /// Up to 10 of them, worst first (severity, then id and package).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<PolicyViolation>,
+    /// A stored vulnerability report is older than `maxReportAge`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_too_old: bool,
+}
+
+/// A vulnerability that breaks a limit.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyViolation {
+    pub id: String,
+    pub package: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// `Critical`, `High`, `Medium`, `Low` or `Unknown`.
+    pub severity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_version: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -388,12 +552,12 @@ pub struct CapabilityStatus {
     pub produces_mime_types: Vec<String>,
 }
 
-/// Both CRDs, each as a YAML document starting with `---`, sorted by CRD name: the files in
+/// Every CRD, each as a YAML document starting with `---`, sorted by CRD name: the files in
 /// `crds/` are `<name>.yaml` with exactly this content, and `scanreport-operator crds` prints
 /// them in this order.
 pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    let mut docs = [ScanRequest::crd(), Scanner::crd()]
+    let mut docs = [ScanRequest::crd(), Scanner::crd(), ScanPolicy::crd()]
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();

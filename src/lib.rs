@@ -1,8 +1,9 @@
 //! scanreport-operator: declarative, race-free container image scanning for Kubernetes.
 //!
 //! Modules, one concern each (the same map is in docs/controller.md):
-//! * `api`: the `ScanRequest` and `Scanner` custom resources (the CRD schema).
+//! * `api`: the `ScanRequest`, `Scanner` and `ScanPolicy` custom resources (the CRD schema).
 //! * `identity`: report ids and `ReportKey`, the (digest, registration, MIME type) key every module uses.
+//! * `policy`: scan policy rules checked and evaluated, a pure function of stored findings and a clock reading.
 //! * `duration`: Go-style durations of flags and specs, parsed once with `kube::core::Duration`, bounded.
 //! * `store`: PostgreSQL connection pool, migrations, `StoreError`, the database clock.
 //! * `store::reports`: `scan_report`: the race-free upsert and the reads (one column list, one row type).
@@ -23,8 +24,9 @@
 //! * `controller::adapters`: the Scanner cache look-up, adapter clients per Scanner, the Scanner status.
 //! * `controller::scan`: steps 4–7 for one report: `ReportTask` (`drive`, `submit`, `poll`, `reject`).
 //! * `controller::decide`: the pure decisions: stored report, in-flight phase, overall state, rescans, requeue.
+//! * `controller::verdict`: the policy: which rules apply (step 2), the verdict on the stored findings, the Event on a change.
 //! * `controller::status`: step 8: settle, degrade, apply; kstatus conditions.
-//! * `controller::watch`: the watch wiring of `run` (ScanRequest watches, Scanner cache, readiness).
+//! * `controller::watch`: the watch wiring of `run` (ScanRequest watches, Scanner and ScanPolicy caches, readiness).
 //! * `controller::error`: `ReconcileError`, permanent or transient, with its condition reason.
 //! * `reports_api`: the aggregated API `reports.scanreport.io` that serves stored reports to `kubectl` under RBAC (see its module docs).
 //! * `http`: health, readiness and metrics endpoints.
@@ -38,6 +40,7 @@ pub mod duration;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod redact;
 pub mod registry;
 pub mod reports_api;

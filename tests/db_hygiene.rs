@@ -36,6 +36,7 @@ fn report(marker: i64, generated_at: DateTime<Utc>) -> NewReport {
         scanner_name: "Trivy".into(),
         scanner_vendor: "Aqua Security".into(),
         scanner_version: "0.50.0".into(),
+        findings: None,
         generated_at,
     }
 }

@@ -10,6 +10,7 @@ use devscanner::{DevScanner, DevScannerConfig};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use scanreport_operator::api::{ReportPhase, ScanRequest};
+use scanreport_operator::identity::Digest;
 use testkit::fixtures::{digest, request};
 use testkit::operator::{Operator, WAIT, create_scanner};
 use testkit::{eventually, fresh_namespace, pgtest};
@@ -172,4 +173,66 @@ async fn kstatus_sees_failed_when_stalled_and_current_after_the_fix() {
             .iter()
             .all(|p| *p == ReportPhase::Ready)
     );
+}
+
+#[tokio::test]
+async fn kstatus_sees_failed_for_a_policy_violation_and_current_once_the_policy_allows_it() {
+    let env = testkit::env().await;
+    let client = env.client();
+    let database_url = pgtest::fresh_database("kstatuspolicy").await;
+    let adapter = DevScanner::start(DevScannerConfig::default())
+        .await
+        .unwrap();
+    let scanner = format!("kstatus-policy-{:x}", rand::random::<u32>());
+    create_scanner(&client, &scanner, adapter.base_url()).await;
+    let ns = fresh_namespace(&client, "kstatuspolicy").await;
+    let _op = Operator::start(env, &database_url, &[&ns], &[]);
+    // A digest whose report has a critical vulnerability, and a policy that allows none.
+    let (d, worst) = loop {
+        let d = digest();
+        let mut criticals: Vec<String> =
+            devscanner::expected_vulnerabilities(&Digest::parse(&d).unwrap())
+                .into_iter()
+                .filter(|v| v.severity == "Critical")
+                .map(|v| v.id)
+                .collect();
+        criticals.sort();
+        if let Some(first) = criticals.into_iter().next() {
+            break (d, first);
+        }
+    };
+    let mut sr = request("gated", &scanner, &d, &[VULN]);
+    sr.spec.policy =
+        Some(serde_json::from_value(serde_json::json!({"maxCounts": {"critical": 0}})).unwrap());
+    Api::<ScanRequest>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sr)
+        .await
+        .unwrap();
+    let failed = eventually("kstatus Failed for a policy violation", WAIT, || async {
+        let v = verdict(&client, &ns, "gated").await;
+        (v.status == "Failed").then_some(v)
+    })
+    .await;
+    assert!(failed.message.contains(&worst), "{failed:?}");
+    assert!(failed.message.contains("critical"), "{failed:?}");
+
+    Api::<ScanRequest>::namespaced(client.clone(), &ns)
+        .patch(
+            "gated",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"policy": {"maxCounts": {"critical": 1000}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "kstatus Current once the policy allows the findings",
+        WAIT,
+        || async {
+            let v = verdict(&client, &ns, "gated").await;
+            (v.status == "Current").then_some(v)
+        },
+    )
+    .await;
 }

@@ -28,7 +28,7 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use kube::config::Kubeconfig;
-use scanreport_operator::api::{ScanRequest, Scanner};
+use scanreport_operator::api::{ScanPolicy, ScanPolicySpec, ScanRequest, Scanner};
 use serde_json::{Value, json};
 use testkit::fixtures::{ScanRequestBuilder, SecretBuilder};
 use testkit::operator::{FAST, create_scanner};
@@ -435,15 +435,24 @@ async fn pull_secret(client: &Client, namespace: &str) {
 
 /// A request for two report types of an artifact behind registry credentials.
 async fn create_request(client: &Client, namespace: &str, scanner: &str) {
-    create_request_named(client, namespace, "app", scanner).await;
+    create_request_named(client, namespace, "app", scanner, None).await;
 }
 
-async fn create_request_named(client: &Client, namespace: &str, name: &str, scanner: &str) {
-    let sr = ScanRequestBuilder::new(name, scanner)
+async fn create_request_named(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    scanner: &str,
+    policy: Option<&str>,
+) {
+    let mut sr = ScanRequestBuilder::new(name, scanner)
         .credentials_secret("pull-secret")
         .mime_types(&[VULN, SBOM])
-        .rescan_token("v1")
-        .build();
+        .rescan_token("v1");
+    if let Some(policy) = policy {
+        sr = sr.policy_ref(policy);
+    }
+    let sr = sr.build();
     Api::<ScanRequest>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &sr)
         .await
@@ -507,6 +516,9 @@ async fn clean_up(client: &Client, namespaces: &[String], scanner: &str) {
             .delete(&name, &DeleteParams::default())
             .await;
     }
+    let _ = Api::<ScanPolicy>::all(client.clone())
+        .delete(&format!("{scanner}-later"), &DeleteParams::default())
+        .await;
 }
 
 // --- the tests -------------------------------------------------------------------------------
@@ -666,6 +678,9 @@ enum Symptom {
     /// What existed at start-up works, but a Scanner created later stays unknown: ScanRequests
     /// naming it stall with "Scanner ... does not exist".
     LaterScannersUnknown,
+    /// What existed at start-up works, but a ScanPolicy created later stays unknown:
+    /// ScanRequests naming it in `spec.policyRef` stall with "ScanPolicy ... does not exist".
+    LaterPoliciesUnknown,
     /// ScanRequests never get a status: `kubectl get sr` shows nothing, `kubectl wait` times out.
     NoStatus,
     /// The ScanRequest says Ready=False with the refusal to read its registry credentials.
@@ -742,17 +757,30 @@ async fn shows(
             not_ready_pod().await?;
             no_status(&sr)
         }
-        Symptom::LaterRequestsIgnored | Symptom::LaterScannersUnknown => {
+        Symptom::LaterRequestsIgnored
+        | Symptom::LaterScannersUnknown
+        | Symptom::LaterPoliciesUnknown => {
             ready()?;
             let scanner = match symptom {
                 Symptom::LaterScannersUnknown => format!("{}-later", s.scanner),
                 _ => s.scanner.clone(),
             };
+            let policy = matches!(symptom, Symptom::LaterPoliciesUnknown)
+                .then(|| format!("{}-later", s.scanner));
             if !s.later {
                 if scanner != s.scanner {
                     create_scanner(client, &scanner, &s.adapter_url).await;
                 }
-                create_request_named(client, &s.ns, "later", &scanner).await;
+                if let Some(policy) = &policy {
+                    Api::<ScanPolicy>::all(client.clone())
+                        .create(
+                            &PostParams::default(),
+                            &ScanPolicy::new(policy, ScanPolicySpec::default()),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                create_request_named(client, &s.ns, "later", &scanner, policy.as_deref()).await;
                 s.later = true;
                 return Err("created the later objects".into());
             }
@@ -761,7 +789,9 @@ async fn shows(
                 .await
                 .map_err(|e| e.to_string())?;
             match symptom {
-                Symptom::LaterScannersUnknown => stalled_scanner_unknown(&later),
+                Symptom::LaterScannersUnknown | Symptom::LaterPoliciesUnknown => {
+                    stalled_scanner_unknown(&later)
+                }
                 _ => no_status(&later),
             }
         }
@@ -838,6 +868,14 @@ async fn every_permission_is_needed() {
         ("scanreport.io", "scanners", "list", NeverReady),
         ("scanreport.io", "scanners", "watch", LaterScannersUnknown),
         ("scanreport.io", "scanners/status", "patch", NoScannerStatus),
+        // Likewise for its ScanPolicy cache.
+        ("scanreport.io", "scanpolicies", "list", NeverReady),
+        (
+            "scanreport.io",
+            "scanpolicies",
+            "watch",
+            LaterPoliciesUnknown,
+        ),
         ("", "secrets", "get", RequestShowsForbiddenSecret),
         ("events.k8s.io", "events", "create", NoEvents),
         ("events.k8s.io", "events", "patch", RepeatsNotCounted),

@@ -91,7 +91,11 @@ fn describe(out: &Output) -> String {
 #[tokio::test]
 async fn crds_are_installed_and_served() {
     let env = env().await;
-    for name in ["scanrequests.scanreport.io", "scanners.scanreport.io"] {
+    for name in [
+        "scanrequests.scanreport.io",
+        "scanners.scanreport.io",
+        "scanpolicies.scanreport.io",
+    ] {
         assert!(
             env.crds().iter().any(|c| c == name),
             "{name} not in {:?}",

@@ -47,6 +47,7 @@ fn report(digest: Digest, critical: i64, generated_at: DateTime<Utc>) -> NewRepo
         scanner_name: "Trivy".into(),
         scanner_vendor: "Aqua Security".into(),
         scanner_version: "0.50.0".into(),
+        findings: None,
         generated_at,
     }
 }
@@ -280,4 +281,44 @@ async fn unreachable_database_is_a_transient_error_without_the_password() {
     assert!(msg.contains(&format!("127.0.0.1:{port}/reports")), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
     assert!(!format!("{err:?}").contains("hunter2"));
+}
+
+/// Reports stored before the `findings` column existed get their findings in the migration
+/// that adds it, as the extraction at upsert would have made them.
+#[tokio::test]
+async fn the_findings_migration_backfills_old_reports_as_the_upsert_extracts_them() {
+    use scanreport_operator::scanner::summary::summarize_findings;
+    let store = store("findings_backfill").await;
+    let body = serde_json::json!({"vulnerabilities": [
+        {"id": "CVE-2024-1", "package": "openssl", "version": "3.0", "severity": " CRITICAL ",
+         "fix_version": "3.1"},
+        {"id": "CVE-2024-2", "package": "zlib", "version": "1", "severity": "Negligible",
+         "fix_version": "  "},
+        {"id": 7, "package": ["x"], "version": "1", "severity": "moderate"},
+        {"id": "x".repeat(300), "package": "p", "severity": 3, "fix_version": "2"},
+        {"id": "CVE-2024-3", "package": "tar", "version": "1.34", "severity": "None"},
+    ]});
+    let text = body.to_string();
+    let mime = MimeType::parse(VULN).unwrap();
+    let (_, expected) = summarize_findings(&mime, &text).unwrap().unwrap();
+    let mut old = report(digest(4242), 1, t0());
+    old.report = serde_json::value::RawValue::from_string(text).unwrap();
+    let id = old.id();
+    // As an operator without findings stored it.
+    store.upsert(&old).await.unwrap();
+    assert!(store.findings(&[id]).await.unwrap().is_empty());
+
+    let migration = include_str!("../migrations/20261202000001_scan_report_findings.sql");
+    sqlx::raw_sql(migration)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let found: Vec<_> = store
+        .findings(&[id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, findings)| (id, findings))
+        .collect();
+    assert_eq!(found, vec![(id, expected)]);
 }

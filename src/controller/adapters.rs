@@ -25,6 +25,7 @@ use crate::api::{
     ScannerStatus, SeveritySummary,
 };
 use crate::identity::{self, MimeType};
+use crate::scanner::summary::Finding;
 use crate::scanner::wire::mime;
 use crate::scanner::{
     AdapterClient, AdapterMetadata, ClientOptions, MetadataCache, RegistryAuthorization,
@@ -77,6 +78,7 @@ pub struct Adapter {
 pub struct ReadyReport {
     pub body: Box<RawValue>,
     pub summary: Option<SeveritySummary>,
+    pub findings: Option<Vec<Finding>>,
     pub generated_at: DateTime<Utc>,
     pub scanner: ScannerInfo,
 }
@@ -158,6 +160,7 @@ impl Adapter {
                 Poll::Ready(ReadyReport {
                     body: report.body,
                     summary: report.summary,
+                    findings: report.findings,
                     // Reports without a timestamp count as generated when fetched.
                     generated_at: report.generated_at.unwrap_or_else(Utc::now),
                     scanner: report

@@ -6,16 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Client, Resource};
 use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
-use crate::api::ScanRequest;
+use chrono::{DateTime, Utc};
+
+use crate::api::{ScanPolicy, ScanRequest};
 use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
+use crate::scanner::summary::Finding;
 use crate::store::Leases;
 use crate::store::Store;
 
@@ -85,6 +88,10 @@ pub struct Context {
     pub client: Client,
     pub store: Store,
     pub adapters: Adapters,
+    /// ScanPolicies, from the watch cache `run` fills.
+    pub policies: Policies,
+    /// Stored findings already read, per report version.
+    pub findings: FindingsCache,
     pub recorder: Recorder,
     pub config: Config,
     pub metrics: Arc<Metrics>,
@@ -122,6 +129,8 @@ impl Context {
                 config.max_report_size,
                 config.cluster_resource_namespace.clone(),
             ),
+            policies: Policies::default(),
+            findings: FindingsCache::default(),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
             access_options: AccessOptions::default(),
@@ -226,6 +235,78 @@ impl Context {
     }
 }
 
+/// The ScanPolicy watch cache, once `run` has registered it.
+#[derive(Default)]
+pub struct Policies {
+    cache: Mutex<Option<Cache<ScanPolicy>>>,
+}
+
+impl Policies {
+    /// The first cache registered is used.
+    pub fn add_store(&self, cache: Cache<ScanPolicy>) {
+        self.lock().get_or_insert(cache);
+    }
+
+    /// ScanPolicy `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<ScanPolicy>> {
+        self.lock().as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cache<ScanPolicy>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Most findings [`FindingsCache`] holds (about 100 bytes each); beyond it, it starts over.
+const FINDINGS_CAPACITY: usize = 500_000;
+
+/// The stored findings of reports, decoded, per report id and row version (`updated_at`): a
+/// reconcile evaluates its policy without reading them again until the report changes.
+#[derive(Default)]
+pub struct FindingsCache {
+    inner: Mutex<FindingsEntries>,
+}
+
+#[derive(Default)]
+struct FindingsEntries {
+    by_report: HashMap<uuid::Uuid, (DateTime<Utc>, Arc<Vec<Finding>>)>,
+    held: usize,
+}
+
+impl FindingsCache {
+    /// The findings of `report` as stored at `updated_at`, if read before.
+    pub fn get(&self, report: uuid::Uuid, updated_at: DateTime<Utc>) -> Option<Arc<Vec<Finding>>> {
+        let inner = self.lock();
+        let (at, findings) = inner.by_report.get(&report)?;
+        (*at == updated_at).then(|| findings.clone())
+    }
+
+    pub fn insert(
+        &self,
+        report: uuid::Uuid,
+        updated_at: DateTime<Utc>,
+        findings: Arc<Vec<Finding>>,
+    ) {
+        if findings.len() > FINDINGS_CAPACITY {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some((_, old)) = inner.by_report.remove(&report) {
+            inner.held = inner.held.saturating_sub(old.len());
+        }
+        if inner.held.saturating_add(findings.len()) > FINDINGS_CAPACITY {
+            inner.by_report.clear();
+            inner.held = 0;
+        }
+        inner.held = inner.held.saturating_add(findings.len());
+        inner.by_report.insert(report, (updated_at, findings));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FindingsEntries> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Exponential backoff per ScanRequest, as long as it keeps failing.
 #[derive(Default)]
 pub struct Backoff {
@@ -292,6 +373,31 @@ mod tests {
         backoff.forget(&a);
         backoff.forget(&b);
         assert!(backoff.is_empty());
+    }
+
+    #[test]
+    fn cached_findings_are_those_of_the_same_report_version_and_bounded() {
+        let cache = FindingsCache::default();
+        let report = uuid::Uuid::from_u128(1);
+        let t1 = DateTime::from_timestamp(1, 0).unwrap();
+        let t2 = DateTime::from_timestamp(2, 0).unwrap();
+        let one = Finding {
+            id: "CVE-1".into(),
+            package: "p".into(),
+            version: "1".into(),
+            severity: crate::scanner::summary::Bucket::High,
+            fix_version: None,
+        };
+        cache.insert(report, t1, Arc::new(vec![one.clone()]));
+        assert!(cache.get(report, t1).is_some());
+        assert!(cache.get(report, t2).is_none(), "a newer row is read again");
+        let many = Arc::new(vec![one; FINDINGS_CAPACITY]);
+        cache.insert(uuid::Uuid::from_u128(2), t1, many);
+        assert!(
+            cache.get(report, t1).is_none(),
+            "over the bound, it starts over"
+        );
+        assert_eq!(cache.lock().held, FINDINGS_CAPACITY);
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub enum Next {
     Recheck(Duration),
     /// Nothing is due: wait for a change of the request or its Scanner.
     AwaitChange,
+    /// The policy verdict changes by itself after exactly this long (an allowlist entry
+    /// expires, a report turns too old): no jitter, so the verdict flips on time.
+    Exact(Duration),
 }
 
 /// Step 8: when to look again, from the earliest requeue any report asked for.
@@ -215,6 +218,18 @@ pub fn next(overall: &Overall, outcomes: &[Outcome], stall_recheck: Duration) ->
         (_, Some(after)) => Next::Soon(after.max(Duration::from_millis(100))),
         (Overall::Stalled { .. }, None) => Next::Recheck(stall_recheck),
         (_, None) => Next::AwaitChange,
+    }
+}
+
+/// `next`, or the moment the policy verdict changes by itself (`verdict_changes_in`) when that
+/// comes first.
+pub fn with_verdict_change(next: Next, verdict_changes_in: Option<Duration>) -> Next {
+    let Some(exact) = verdict_changes_in else {
+        return next;
+    };
+    match next {
+        Next::Soon(after) | Next::Recheck(after) | Next::Exact(after) if after <= exact => next,
+        _ => Next::Exact(exact),
     }
 }
 
@@ -239,6 +254,11 @@ impl Next {
                     .unwrap_or(MAX_REQUEUE)
             }
             Self::Recheck(after) => after.min(MAX_REQUEUE),
+            // Timers never fire early; a margin of a millisecond keeps the reconcile after the
+            // moment rather than at it.
+            Self::Exact(after) => after
+                .saturating_add(Duration::from_millis(1))
+                .min(MAX_REQUEUE),
             Self::AwaitChange => return None,
         })
     }
@@ -309,6 +329,33 @@ pub(crate) mod tests {
         assert!(near >= Duration::from_secs(10) && near <= Duration::from_secs(11));
         assert_eq!(Next::AwaitChange.delay(), None);
         let _ = Next::Soon(Duration::MAX).action();
+    }
+
+    #[test]
+    fn a_verdict_change_requeues_exactly_then_unless_something_is_due_sooner() {
+        let in_5s = Some(Duration::from_secs(5));
+        assert_eq!(
+            with_verdict_change(Next::AwaitChange, in_5s),
+            Next::Exact(Duration::from_secs(5))
+        );
+        assert_eq!(
+            with_verdict_change(Next::Soon(Duration::from_secs(2)), in_5s),
+            Next::Soon(Duration::from_secs(2))
+        );
+        assert_eq!(
+            with_verdict_change(Next::Recheck(HOUR), in_5s),
+            Next::Exact(Duration::from_secs(5))
+        );
+        assert_eq!(
+            with_verdict_change(Next::AwaitChange, None),
+            Next::AwaitChange
+        );
+        // No jitter: the requeue is the moment itself (plus a millisecond).
+        assert_eq!(
+            Next::Exact(Duration::from_secs(5)).delay(),
+            Some(Duration::from_millis(5001))
+        );
+        assert_eq!(Next::Exact(Duration::MAX).delay(), Some(MAX_REQUEUE));
     }
 
     #[test]

@@ -15,6 +15,17 @@ pub enum ReconcileError {
     ScannerNotFound(String),
     #[error("{field}: {message}")]
     InvalidSpec { field: String, message: String },
+    #[error("spec.policyRef: ScanPolicy {0:?} does not exist; create it or correct the name")]
+    PolicyNotFound(String),
+    /// A rule of the policy cannot be applied (an object stored before a schema rule existed).
+    #[error("{0}")]
+    PolicyInvalid(#[source] crate::policy::RulesError),
+    /// A stored vulnerability report has no findings to evaluate the policy on (it was written
+    /// by an operator version without them).
+    #[error(
+        "report {report_id} has no stored findings to evaluate the policy on; set a new spec.rescanToken to scan it again"
+    )]
+    FindingsMissing { report_id: uuid::Uuid },
     #[error(
         "spec.reportMimeTypes[{index}]: scanner {scanner:?} does not produce {mime_type:?}; it produces: {produced}"
     )]
@@ -129,6 +140,9 @@ impl ReconcileError {
         match self {
             Self::ScannerNotFound(_) => "ScannerNotFound",
             Self::InvalidSpec { .. } => "InvalidSpec",
+            Self::PolicyNotFound(_) => "PolicyNotFound",
+            Self::PolicyInvalid(_) => "PolicyInvalid",
+            Self::FindingsMissing { .. } => "FindingsMissing",
             Self::UnsupportedMimeType { .. } => "UnsupportedMimeType",
             Self::UnsupportedArtifact { .. } => "UnsupportedArtifact",
             Self::SecretNotFound { .. } => "SecretNotFound",
@@ -159,6 +173,16 @@ impl ReconcileError {
         matches!(
             self,
             Self::Access(_) | Self::SecretInvalid(_) | Self::SecretNotFound { .. }
+        )
+    }
+}
+
+impl ReconcileError {
+    /// Whether this failure leaves no policy to judge by: the previous verdict then goes.
+    pub fn clears_verdict(&self) -> bool {
+        matches!(
+            self,
+            Self::PolicyNotFound(_) | Self::PolicyInvalid(_) | Self::FindingsMissing { .. }
         )
     }
 }

@@ -16,6 +16,8 @@
 //! * [`adapters`]: step 1's Scanner resolution, adapter client cache and Scanner status.
 //! * [`scan`]: steps 4–7 for one report ([`scan::ReportTask`]).
 //! * [`decide`]: the pure decisions (stored report, phase, overall state, rescans, requeue).
+//! * [`verdict`]: the policy: which rules apply (step 2), the verdict on the stored findings
+//!   (before step 8), the Event when it changes.
 //! * [`status`]: step 8 (settle, degrade, apply) and the kstatus conditions.
 //! * [`watch`]: the watch wiring of [`run`].
 //! * [`error`]: [`ReconcileError`], permanent or transient.
@@ -30,6 +32,7 @@ pub mod plan;
 mod proptests;
 pub mod scan;
 pub mod status;
+pub mod verdict;
 pub mod watch;
 
 use std::future::Future;
@@ -114,17 +117,28 @@ async fn pipeline(
             Err(e) => return failed(sr, ctx, e, &plan.redactor).await,
         }
     }
+    // The policy verdict on the stored findings (never a report body).
+    let now = chrono::Utc::now();
+    let verdict = match &plan.policy {
+        Some(applied) => match verdict::judge(applied, &outcomes, ctx, now).await {
+            Ok(verdict) => verdict,
+            Err(e) => return failed(sr, ctx, e, &plan.redactor).await,
+        },
+        None => None,
+    };
     // 8. Apply the status, only when it changed.
     let (status, next) = status::settle(
         sr,
         plan.registration,
         &plan.rescan,
         &outcomes,
+        verdict.as_ref(),
         ctx.config.stall_recheck,
-        chrono::Utc::now(),
+        now,
     );
     let result = status::apply(sr, ctx, status).await.map(|()| next.action());
     if result.is_ok() {
+        verdict::announce(sr, ctx, sr.status.as_ref(), verdict.as_ref());
         ctx.backoff.forget(&sr.into());
     }
     (result, ReconcileResult::Ok)

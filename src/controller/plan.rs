@@ -32,6 +32,8 @@ pub struct Plan {
     pub redactor: Redactor,
     pub rescan_after: Option<Duration>,
     pub rescan: Rescan,
+    /// The policy the findings are judged by, if any.
+    pub policy: Option<super::verdict::Applied>,
 }
 
 impl Plan {
@@ -41,6 +43,7 @@ impl Plan {
         let adapter = ctx.adapters.resolve(&spec.scanner).await?;
         let registration = adapter.registration;
         let targets = targets(spec, registration, &adapter)?;
+        let policy = super::verdict::resolve(sr, ctx, &targets)?;
         let rescan_after = spec
             .rescan_after
             .as_deref()
@@ -69,6 +72,7 @@ impl Plan {
             redactor,
             rescan_after,
             rescan,
+            policy,
         })
     }
 }

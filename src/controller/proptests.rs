@@ -201,6 +201,7 @@ proptest! {
             uuid::Uuid::nil(),
             &rescan,
             &outcomes,
+            None,
             Duration::from_millis(recheck),
             now,
         );

@@ -236,6 +236,7 @@ impl<'a> ReportTask<'a> {
                 let new = NewReport {
                     key: key.clone(),
                     summary: report.summary.unwrap_or_default(),
+                    findings: report.findings,
                     report: report.body,
                     scanner_name: report.scanner.name,
                     scanner_vendor: report.scanner.vendor,

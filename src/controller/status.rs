@@ -25,19 +25,24 @@ use crate::api::{
     CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ReportPhase, ReportStatus,
     ScanRequest, ScanRequestStatus, ScannerInfo, SeveritySummary,
 };
+use crate::policy::Verdict;
 use crate::redact::Redactor;
 
-/// Step 8, part 1: the status and when to look again, from the outcomes of all reports.
+/// Step 8, part 1: the status and when to look again, from the outcomes of all reports and
+/// the policy verdict on them.
 pub fn settle(
     sr: &ScanRequest,
     registration: Uuid,
     rescan: &Rescan,
     outcomes: &[Outcome],
+    verdict: Option<&Verdict>,
     stall_recheck: Duration,
     now: DateTime<Utc>,
 ) -> (ScanRequestStatus, Next) {
     let previous = sr.status.clone().unwrap_or_default();
     let reports: Vec<ReportStatus> = outcomes.iter().map(report_status).collect();
+    // The state of the reports decides rescans and requeues; the verdict only what the
+    // conditions say, so a violation never keeps a rescan from being answered or polls.
     let overall = decide::overall(outcomes, &reports);
     let (rescan_token, pending_rescan) = decide::rescan_status(
         rescan,
@@ -45,18 +50,50 @@ pub fn settle(
         sr.spec.rescan_token.as_deref(),
         previous.rescan_token.as_deref(),
     );
+    let next = decide::next(&overall, outcomes, stall_recheck);
+    let changes_in = verdict
+        .and_then(|v| v.next_change)
+        .map(|at| (at - now).to_std().unwrap_or_default());
+    let next = decide::with_verdict_change(next, changes_in);
+    let judged = judged(overall, verdict);
     let generation = sr.metadata.generation;
+    let mut conditions = conditions(&previous.conditions, &judged, generation, now);
+    if let Some(v) = verdict.filter(|v| v.status.compliant && judged == Overall::Ready) {
+        for c in conditions.iter_mut().filter(|c| c.type_ == CONDITION_READY) {
+            c.message.clone_from(&v.message);
+        }
+    }
     let status = ScanRequestStatus {
         observed_generation: generation,
-        conditions: conditions(&previous.conditions, &overall, generation, now),
+        conditions,
         registration_uuid: Some(registration.to_string()),
         summary: headline_summary(&reports),
         reports,
         rescan_token,
         pending_rescan,
+        policy: verdict.map(|v| v.status.clone()),
     };
-    let next = decide::next(&overall, outcomes, stall_recheck);
     (status, next)
+}
+
+/// The condition reason of findings that break the policy.
+pub const POLICY_VIOLATION: &str = "PolicyViolation";
+
+/// The overall state with the verdict: findings that break the policy stall a request whose
+/// reports are usable (`Ready=False`, `Stalled=True`, so kstatus says `Failed` and pipelines
+/// fail fast); a person must fix the image or the policy. Anything else stays as it is.
+pub fn judged(overall: Overall, verdict: Option<&Verdict>) -> Overall {
+    match (overall, verdict) {
+        (Overall::Ready | Overall::Progressing { usable: true, .. }, Some(v))
+            if !v.status.compliant =>
+        {
+            Overall::Stalled {
+                reason: POLICY_VIOLATION.into(),
+                message: v.message.clone(),
+            }
+        }
+        (overall, _) => overall,
+    }
 }
 
 /// Step 8, part 2: server-side apply of the status, skipped when nothing changed.
@@ -123,13 +160,13 @@ pub async fn degrade(
     } else {
         let delay = ctx.backoff.failed(sr.into());
         tracing::warn!(error = %message, retry_in = ?delay, "transient failure; retrying");
-        let reports: &[ReportStatus] = if error.withholds_reports() {
-            &[]
-        } else {
-            &previous.reports
-        };
         (
-            retrying(reports, error.reason(), message),
+            transient(
+                &previous,
+                error.withholds_reports(),
+                error.reason(),
+                message,
+            ),
             Action::requeue(delay),
         )
     };
@@ -142,14 +179,19 @@ pub async fn degrade(
     if error.withholds_reports() {
         withhold(&mut status);
     }
+    if error.clears_verdict() {
+        status.policy = None;
+    }
     apply(sr, ctx, status).await?;
     Ok(action)
 }
 
 /// Drops everything that came from stored reports: the request has not proven it may see them.
+/// The verdict goes too: its counts and vulnerability ids come from those reports.
 pub fn withhold(status: &mut ScanRequestStatus) {
     status.summary = None;
     status.reports.clear();
+    status.policy = None;
 }
 
 /// Whether stalling with `message` is news (an Event is published only then).
@@ -157,6 +199,24 @@ pub fn newly_stalled(previous: &[Condition], message: &str) -> bool {
     !previous
         .iter()
         .any(|c| c.type_ == CONDITION_STALLED && c.message == message)
+}
+
+/// The overall state while a transient failure is retried, from the status before it: the
+/// reports stay usable unless `withheld`, and stored reports whose findings break the policy
+/// never read as Ready, not even while retrying.
+pub fn transient(
+    previous: &ScanRequestStatus,
+    withheld: bool,
+    reason: &str,
+    message: String,
+) -> Overall {
+    let reports: &[ReportStatus] = if withheld { &[] } else { &previous.reports };
+    let mut overall = retrying(reports, reason, message);
+    let violating = previous.policy.as_ref().is_some_and(|p| !p.compliant);
+    if let Overall::Progressing { usable, .. } = &mut overall {
+        *usable &= !violating;
+    }
+    overall
 }
 
 /// The overall state while a transient failure is retried: the reports stay usable when every
@@ -352,6 +412,7 @@ mod tests {
             Uuid::nil(),
             &wanted,
             &[o],
+            None,
             Duration::from_secs(300),
             now,
         );
@@ -393,6 +454,7 @@ mod tests {
             Uuid::nil(),
             &wanted,
             &[vuln, raw],
+            None,
             Duration::from_secs(300),
             now,
         );
@@ -411,6 +473,118 @@ mod tests {
         assert_eq!(
             status.registration_uuid.as_deref(),
             Some("00000000-0000-0000-0000-000000000000")
+        );
+    }
+
+    fn verdict(compliant: bool, next_change: Option<DateTime<Utc>>) -> Verdict {
+        Verdict {
+            status: crate::api::PolicyStatus {
+                compliant,
+                policy: "strict".into(),
+                generation: Some(2),
+                ..Default::default()
+            },
+            message: if compliant {
+                "the findings comply".into()
+            } else {
+                "The findings violate ScanPolicy \"strict\": CVE-2024-1".into()
+            },
+            next_change,
+        }
+    }
+
+    #[test]
+    fn violating_findings_stall_the_request_without_polling_and_still_answer_the_rescan() {
+        let sr = fixture("rescan-pending.yaml");
+        let wanted = Rescan::Wanted {
+            token: "2026-11-28".into(),
+            requested_at: "2026-11-28T08:00:00Z".parse().unwrap(),
+        };
+        let mut o = outcome(VULN, ReportPhase::Ready, None);
+        stored(&mut o, "2026-11-28T08:10:00Z".parse().unwrap());
+        let now: DateTime<Utc> = "2026-11-28T09:00:00Z".parse().unwrap();
+        let bad = verdict(false, None);
+        let (status, next) = settle(
+            &sr,
+            Uuid::nil(),
+            &wanted,
+            std::slice::from_ref(&o),
+            Some(&bad),
+            Duration::from_secs(300),
+            now,
+        );
+        assert_eq!(
+            next,
+            Next::AwaitChange,
+            "a violation waits for a change, no polling"
+        );
+        let kinds: Vec<_> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Ready", "False", "PolicyViolation"),
+                ("Stalled", "True", "PolicyViolation")
+            ]
+        );
+        assert!(status.conditions[1].message.contains("CVE-2024-1"));
+        assert_eq!(status.policy, Some(bad.status.clone()));
+        assert_eq!(
+            status.rescan_token.as_deref(),
+            Some("2026-11-28"),
+            "the reports answer the token, whatever the verdict"
+        );
+
+        // An allowlist entry that expires in 5 s: requeue exactly then.
+        let good = verdict(true, Some(now + chrono::Duration::seconds(5)));
+        let (status, next) = settle(
+            &sr,
+            Uuid::nil(),
+            &wanted,
+            &[o],
+            Some(&good),
+            Duration::from_secs(300),
+            now,
+        );
+        assert_eq!(next, Next::Exact(Duration::from_secs(5)));
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(status.conditions[0].message, "the findings comply");
+    }
+
+    #[test]
+    fn a_violating_request_is_not_ready_while_a_transient_failure_is_retried() {
+        let sr = fixture("rescan-pending.yaml");
+        let mut previous = sr.status.clone().unwrap();
+        assert!(all_usable(&previous.reports));
+        let compliant = transient(&previous, false, "DatabaseUnavailable", "down".into());
+        assert!(matches!(
+            compliant,
+            Overall::Progressing { usable: true, .. }
+        ));
+        previous.policy = Some(verdict(false, None).status);
+        let violating = transient(&previous, false, "DatabaseUnavailable", "down".into());
+        assert!(
+            matches!(violating, Overall::Progressing { usable: false, .. }),
+            "{violating:?}"
+        );
+        let ready = conditions(&[], &violating, Some(3), Utc::now());
+        assert_eq!(ready[0].status, "False");
+    }
+
+    #[test]
+    fn withheld_reports_take_the_verdict_with_them() {
+        let mut status = ScanRequestStatus {
+            policy: Some(verdict(false, None).status),
+            ..ScanRequestStatus::default()
+        };
+        withhold(&mut status);
+        assert_eq!(
+            status.policy, None,
+            "its CVE ids come from the withheld reports"
         );
     }
 

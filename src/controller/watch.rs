@@ -1,5 +1,6 @@
 //! The watch wiring of `scanreport-operator run`: the ScanRequest watches (one per namespace,
-//! or one for all), the Scanner cache, and readiness once the caches are filled.
+//! or one for all), the Scanner and ScanPolicy caches, and readiness once the caches are
+//! filled.
 
 use std::sync::Arc;
 
@@ -14,28 +15,65 @@ use tokio::sync::broadcast;
 
 use super::context::Context;
 use super::{error_policy, reconcile};
-use crate::api::{ScanRequest, Scanner};
+use crate::api::{ScanPolicy, ScanRequest, Scanner};
 
-/// Scanner changes buffered per controller; Scanners change rarely, so a controller that falls
-/// this far behind has missed a burst and catches up at its next requeue.
+/// Scanner and ScanPolicy changes buffered per controller; they change rarely, so a controller
+/// that falls this far behind has missed a burst and catches up at its next requeue.
 const SCANNER_FANOUT: usize = 1024;
 
-/// The Scanner changes of the shared watch, as a controller trigger stream.
-fn subscribe(
-    changes: &broadcast::Sender<Scanner>,
-) -> impl futures::Stream<Item = Result<Scanner, watcher::Error>> + Send + 'static {
+/// The changes of a shared watch (Scanners, ScanPolicies), as a controller trigger stream.
+fn subscribe<K: Clone + Send + 'static>(
+    changes: &broadcast::Sender<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
     futures::stream::unfold(changes.subscribe(), |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(scanner) => return Some((Ok(scanner), rx)),
+                Ok(object) => return Some((Ok(object), rx)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
-                        "missed Scanner changes; requests catch up at their next requeue"
+                        kind = std::any::type_name::<K>(),
+                        "missed changes of a shared watch; requests catch up at their next requeue"
                     );
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    })
+}
+
+/// One cluster-wide watch of `K` for the process: it fills `writer`'s cache and fans every
+/// changed or deleted object out to the controllers. Runs until `shutdown`.
+fn shared_watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    fanout: broadcast::Sender<K>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let watch = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |object| {
+            if let Ok(object) = object {
+                // No receiver yet (start-up) is fine: every request is reconciled at start.
+                let _ = fanout.send(object);
+            }
+            futures::future::ready(())
+        });
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watch => {}
+            () = shutdown.cancelled() => {}
         }
     })
 }
@@ -47,7 +85,6 @@ pub async fn run(
     shutdown: tokio_util::sync::CancellationToken,
     ready: tokio::sync::watch::Sender<bool>,
 ) {
-    let shutdown_scanners = shutdown.clone();
     let namespaces: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -59,33 +96,32 @@ pub async fn run(
     // a deleted Scanner must stall its requests at once.)
     let (scanner_reader, scanner_writer) = reflector::store();
     let (scanner_changes, _) = broadcast::channel::<Scanner>(SCANNER_FANOUT);
-    let fanout = scanner_changes.clone();
-    let scanner_cache = watcher(
+    let scanner_cache = shared_watch(
         Api::<Scanner>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(scanner_writer)
-    .touched_objects()
-    .for_each(move |scanner| {
-        if let Ok(scanner) = scanner {
-            // No receiver yet (start-up) is fine: every request is reconciled at start.
-            let _ = fanout.send(scanner);
-        }
-        futures::future::ready(())
-    });
-    let scanner_cache = tokio::spawn(async move {
-        tokio::select! {
-            () = scanner_cache => {}
-            () = shutdown_scanners.cancelled() => {}
-        }
-    });
+        scanner_writer,
+        scanner_changes.clone(),
+        shutdown.clone(),
+    );
     ctx.adapters.add_scanner_store(scanner_reader.clone());
-    // Reconciles look Scanners up in this cache: an empty one would stall every request with
-    // "Scanner does not exist" at start-up.
+    // ScanPolicies the same way: a changed policy re-evaluates exactly its referrers.
+    let (policy_reader, policy_writer) = reflector::store();
+    let (policy_changes, _) = broadcast::channel::<ScanPolicy>(SCANNER_FANOUT);
+    let policy_cache = shared_watch(
+        Api::<ScanPolicy>::all(ctx.client.clone()),
+        policy_writer,
+        policy_changes.clone(),
+        shutdown.clone(),
+    );
+    ctx.policies.add_store(policy_reader.clone());
+    // Reconciles look Scanners and ScanPolicies up in these caches: an empty one would stall
+    // every request with "does not exist" at start-up.
+    let caches_ready = async {
+        scanner_reader.wait_until_ready().await.is_ok()
+            && policy_reader.wait_until_ready().await.is_ok()
+    };
     tokio::select! {
-        ready = scanner_reader.wait_until_ready() => {
-            if ready.is_err() {
+        ready = caches_ready => {
+            if !ready {
                 return;
             }
         }
@@ -94,6 +130,7 @@ pub async fn run(
     let mut controllers = Vec::new();
     let mut stores = Caches {
         scanners: vec![scanner_reader],
+        policies: vec![policy_reader],
         requests: Vec::new(),
     };
     for ns in namespaces {
@@ -121,6 +158,7 @@ pub async fn run(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
         );
         stores.requests.push(sr_store.clone());
+        let referrers = sr_store.clone();
         let controller = controller
             .watches_stream(subscribe(&scanner_changes), move |scanner: Scanner| {
                 let name = scanner.name_any();
@@ -130,6 +168,9 @@ pub async fn run(
                     .filter(|sr| sr.spec.scanner == name)
                     .map(|sr| ObjectRef::from(sr.as_ref()))
                     .collect::<Vec<_>>()
+            })
+            .watches_stream(subscribe(&policy_changes), move |policy: ScanPolicy| {
+                policy_referrers(&referrers.state(), &policy.name_any())
             })
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(reconcile, error_policy, ctx.clone())
@@ -144,6 +185,9 @@ pub async fn run(
         for scanners in stores.scanners {
             scanners.wait_until_ready().await.ok();
         }
+        for policies in stores.policies {
+            policies.wait_until_ready().await.ok();
+        }
         for requests in stores.requests {
             requests.wait_until_ready().await.ok();
         }
@@ -152,11 +196,23 @@ pub async fn run(
     };
     futures::join!(futures::future::join_all(controllers), readiness);
     scanner_cache.abort();
+    policy_cache.abort();
+}
+
+/// The requests that name ScanPolicy `name` in `spec.policyRef`, and only those: a policy
+/// change re-evaluates exactly its referrers.
+pub fn policy_referrers(requests: &[Arc<ScanRequest>], name: &str) -> Vec<ObjectRef<ScanRequest>> {
+    requests
+        .iter()
+        .filter(|sr| sr.spec.policy_ref.as_ref().is_some_and(|r| r.name == name))
+        .map(|sr| ObjectRef::from(sr.as_ref()))
+        .collect()
 }
 
 /// Watch caches that must be filled before the operator reports ready.
 #[derive(Default)]
 struct Caches {
     scanners: Vec<reflector::Store<Scanner>>,
+    policies: Vec<reflector::Store<ScanPolicy>>,
     requests: Vec<reflector::Store<ScanRequest>>,
 }

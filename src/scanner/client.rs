@@ -99,6 +99,8 @@ pub struct Report {
     pub size_bytes: usize,
     /// Severity counts, for vulnerability reports only.
     pub summary: Option<SeveritySummary>,
+    /// The vulnerabilities in compact form, for vulnerability reports only.
+    pub findings: Option<Vec<summary::Finding>>,
     /// The report's `generated_at`, when present and RFC 3339.
     pub generated_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The report's `scanner`, when present.
@@ -111,6 +113,7 @@ impl PartialEq for Report {
             && self.body.get() == other.body.get()
             && self.size_bytes == other.size_bytes
             && self.summary == other.summary
+            && self.findings == other.findings
             && self.generated_at == other.generated_at
             && self.scanner == other.scanner
     }
@@ -314,8 +317,13 @@ impl AdapterClient {
             operation: op,
             reason: e.to_string(),
         };
-        let summary =
-            summary::summarize_raw(&handle.report_mime_type, body.get()).map_err(malformed)?;
+        let (summary, findings) =
+            match summary::summarize_findings(&handle.report_mime_type, body.get())
+                .map_err(malformed)?
+            {
+                Some((summary, findings)) => (Some(summary), Some(findings)),
+                None => (None, None),
+            };
         // Only a report with a summary must have readable fields; others are optional extras.
         let fields = match summary::report_fields(body.get()) {
             Ok(fields) => fields.unwrap_or_default(),
@@ -347,6 +355,7 @@ impl AdapterClient {
             body,
             size_bytes,
             summary,
+            findings,
             generated_at,
             scanner,
         })))

@@ -1,4 +1,5 @@
-//! Severity counts of vulnerability reports, for `status.summary` and `kubectl get`.
+//! Severity counts of vulnerability reports, for `status.summary` and `kubectl get`, and the
+//! compact list of findings ([`Finding`]) that policy evaluation reads instead of the report.
 //!
 //! Both vulnerability report MIME types share the `HarborVulnerabilityReport` schema: an object
 //! with a `vulnerabilities` array whose items carry `severity` and, when a fix exists,
@@ -12,8 +13,8 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -23,7 +24,7 @@ use crate::identity::MimeType;
 use super::wire::mime;
 
 /// The severity buckets of [`SeveritySummary`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Bucket {
     None,
     Unknown,
@@ -31,6 +32,75 @@ pub enum Bucket {
     Medium,
     High,
     Critical,
+}
+
+impl Bucket {
+    /// The severity as the specification spells it (`None` for none and negligible).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "Critical",
+            Self::High => "High",
+            Self::Medium => "Medium",
+            Self::Low => "Low",
+            Self::Unknown => "Unknown",
+            Self::None => "None",
+        }
+    }
+}
+
+/// Longest id, package, version or fix version kept in a [`Finding`]; real ones are far
+/// shorter, and a hostile report cannot make the stored list much larger than its count.
+pub const MAX_FINDING_FIELD_CHARS: usize = 256;
+
+/// One vulnerability of a report, as policy evaluation needs it. Extracted while the report is
+/// counted and stored with it, so that evaluation never reads the report body. Stored as a
+/// JSON array `[id, package, version, severity, fix_version|null]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(
+    from = "(String, String, String, Bucket, Option<String>)",
+    into = "(String, String, String, Bucket, Option<String>)"
+)]
+pub struct Finding {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    pub severity: Bucket,
+    /// The fix version, when the report names a non-blank one.
+    pub fix_version: Option<String>,
+}
+
+impl From<(String, String, String, Bucket, Option<String>)> for Finding {
+    fn from(
+        (id, package, version, severity, fix_version): (
+            String,
+            String,
+            String,
+            Bucket,
+            Option<String>,
+        ),
+    ) -> Self {
+        Self {
+            id,
+            package,
+            version,
+            severity,
+            fix_version,
+        }
+    }
+}
+
+impl From<Finding> for (String, String, String, Bucket, Option<String>) {
+    fn from(f: Finding) -> Self {
+        (f.id, f.package, f.version, f.severity, f.fix_version)
+    }
+}
+
+/// `text` cut to [`MAX_FINDING_FIELD_CHARS`] characters.
+fn capped(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_FINDING_FIELD_CHARS) {
+        text.truncate(at);
+    }
+    text
 }
 
 /// Maps a report's severity string to its bucket (see the module documentation).
@@ -147,12 +217,20 @@ pub fn summarize_raw(
     mime_type: &MimeType,
     json: &str,
 ) -> Result<Option<SeveritySummary>, SummaryError> {
+    Ok(summarize_findings(mime_type, json)?.map(|(summary, _)| summary))
+}
+
+/// [`summarize_raw`], and the report's [`Finding`]s from the same single pass over the text.
+pub fn summarize_findings(
+    mime_type: &MimeType,
+    json: &str,
+) -> Result<Option<(SeveritySummary, Vec<Finding>)>, SummaryError> {
     if !has_summary(mime_type) {
         return Ok(None);
     }
     let fields = report_fields(json)?.ok_or(SummaryError::NotAnObject)?;
     let Some(items) = fields.vulnerabilities else {
-        return Ok(Some(SeveritySummary::default()));
+        return Ok(Some((SeveritySummary::default(), Vec::new())));
     };
     if !items.get().trim_start().starts_with('[') {
         return Err(SummaryError::VulnerabilitiesNotAnArray);
@@ -161,14 +239,15 @@ pub fn summarize_raw(
         serde_json::from_str(items.get()).map_err(|e| SummaryError::Malformed(e.to_string()))?;
     match counted.first_bad_item {
         Some(index) => Err(SummaryError::ItemNotAnObject { index }),
-        None => Ok(Some(counted.summary)),
+        None => Ok(Some((counted.summary, counted.findings))),
     }
 }
 
-/// The counts of a `vulnerabilities` array, item by item.
+/// The counts and findings of a `vulnerabilities` array, item by item.
 #[derive(Default)]
 struct Counted {
     summary: SeveritySummary,
+    findings: Vec<Finding>,
     first_bad_item: Option<usize>,
 }
 
@@ -185,10 +264,19 @@ impl<'de> Deserialize<'de> for Counted {
                 let mut index = 0usize;
                 while let Some(item) = seq.next_element::<Item>()? {
                     match item {
-                        Item::Vulnerability { severity, fixable } => {
+                        Item::Vulnerability(v) => {
+                            let severity = v.severity.as_deref().map_or(Bucket::Unknown, bucket);
+                            let fix_version = v.fix_version.filter(|f| !f.trim().is_empty());
+                            let fixable = fix_version.is_some();
+                            counted.findings.push(Finding {
+                                id: capped(v.id.unwrap_or_default()),
+                                package: capped(v.package.unwrap_or_default()),
+                                version: capped(v.version.unwrap_or_default()),
+                                severity,
+                                fix_version: fix_version.map(capped),
+                            });
                             let s = &mut counted.summary;
-                            let counter = match severity.as_deref().map_or(Bucket::Unknown, bucket)
-                            {
+                            let counter = match severity {
                                 Bucket::Critical => &mut s.critical,
                                 Bucket::High => &mut s.high,
                                 Bucket::Medium => &mut s.medium,
@@ -214,13 +302,20 @@ impl<'de> Deserialize<'de> for Counted {
     }
 }
 
-/// One item of `vulnerabilities`: only `severity` and `fix_version` are kept.
+/// One item of `vulnerabilities`: only the fields of a [`Finding`] are kept.
 enum Item {
-    Vulnerability {
-        severity: Option<String>,
-        fixable: bool,
-    },
+    Vulnerability(ItemFields),
     NotAnObject,
+}
+
+/// The string fields of an item; any other JSON value counts as absent.
+#[derive(Default)]
+struct ItemFields {
+    id: Option<String>,
+    package: Option<String>,
+    version: Option<String>,
+    severity: Option<String>,
+    fix_version: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Item {
@@ -232,23 +327,23 @@ impl<'de> Deserialize<'de> for Item {
                 f.write_str("a vulnerability object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-                let (mut severity, mut fixable) = (None, false);
+                let mut fields = ItemFields::default();
                 // The last of duplicate keys wins, as in a JSON object read whole.
                 while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Severity => severity = map.next_value::<Text>()?.0,
-                        Key::FixVersion => {
-                            fixable = map
-                                .next_value::<Text>()?
-                                .0
-                                .is_some_and(|v| !v.trim().is_empty());
-                        }
+                    let slot = match key {
+                        Key::Id => &mut fields.id,
+                        Key::Package => &mut fields.package,
+                        Key::Version => &mut fields.version,
+                        Key::Severity => &mut fields.severity,
+                        Key::FixVersion => &mut fields.fix_version,
                         Key::Other => {
                             map.next_value::<IgnoredAny>()?;
+                            continue;
                         }
-                    }
+                    };
+                    *slot = map.next_value::<Text>()?.0;
                 }
-                Ok(Item::Vulnerability { severity, fixable })
+                Ok(Item::Vulnerability(fields))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -279,6 +374,9 @@ impl<'de> Deserialize<'de> for Item {
 
 /// A key of a vulnerability object, matched without allocating.
 enum Key {
+    Id,
+    Package,
+    Version,
     Severity,
     FixVersion,
     Other,
@@ -294,6 +392,9 @@ impl<'de> Deserialize<'de> for Key {
             }
             fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
                 Ok(match key {
+                    "id" => Key::Id,
+                    "package" => Key::Package,
+                    "version" => Key::Version,
                     "severity" => Key::Severity,
                     "fix_version" => Key::FixVersion,
                     _ => Key::Other,
@@ -454,6 +555,51 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn findings_come_from_the_same_pass_with_ids_packages_and_fix_versions() {
+        let m = MimeType::parse(mime::HARBOR_VULN_REPORT_1_0).unwrap();
+        let text = json!({"vulnerabilities": [
+            {"id": "CVE-2024-1", "package": "openssl", "version": "3.0", "severity": "critical",
+             "fix_version": "3.1", "links": ["x"]},
+            {"id": "CVE-2024-2", "package": "zlib", "severity": "Negligible", "fix_version": "  "},
+            {"id": 7, "package": ["x"], "severity": "High", "version": "1"},
+            {"id": "x".repeat(300), "severity": "Low"},
+        ]})
+        .to_string();
+        let (summary, findings) = summarize_findings(&m, &text).unwrap().unwrap();
+        assert_eq!(Some(summary), summarize_raw(&m, &text).unwrap());
+        assert_eq!(findings.len(), 4);
+        assert_eq!(
+            findings[0],
+            Finding {
+                id: "CVE-2024-1".into(),
+                package: "openssl".into(),
+                version: "3.0".into(),
+                severity: Bucket::Critical,
+                fix_version: Some("3.1".into()),
+            }
+        );
+        assert_eq!(findings[1].severity, Bucket::None);
+        assert_eq!(
+            findings[1].fix_version, None,
+            "a blank fix version is no fix"
+        );
+        assert_eq!(
+            (findings[2].id.as_str(), findings[2].package.as_str()),
+            ("", "")
+        );
+        assert_eq!(findings[3].id.len(), MAX_FINDING_FIELD_CHARS);
+        // The stored form is a compact array per finding, and reads back the same.
+        let stored = serde_json::to_string(&findings[0]).unwrap();
+        assert_eq!(stored, r#"["CVE-2024-1","openssl","3.0","Critical","3.1"]"#);
+        assert_eq!(
+            serde_json::from_str::<Finding>(&stored).unwrap(),
+            findings[0]
+        );
+        let sbom = MimeType::parse(mime::SBOM_REPORT_1_0).unwrap();
+        assert_eq!(summarize_findings(&sbom, &text).unwrap(), None);
     }
 
     fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::api::SeveritySummary;
 use crate::identity::{Digest, ReportKey};
+use crate::scanner::summary::Finding;
 
 /// Advisory-lock class for per-report serialisation (ASCII "SCNR"); the two-key lock space never
 /// collides with sqlx's single-key migration lock.
@@ -22,6 +23,9 @@ pub struct NewReport {
     /// The report as the adapter sent it: validated JSON text, stored without re-encoding.
     pub report: Box<serde_json::value::RawValue>,
     pub summary: SeveritySummary,
+    /// The vulnerabilities in compact form (vulnerability reports), stored with the report so
+    /// that policy evaluation never reads the body.
+    pub findings: Option<Vec<Finding>>,
     pub scanner_name: String,
     pub scanner_vendor: String,
     pub scanner_version: String,
@@ -84,16 +88,18 @@ pub struct StoredReport {
 // * `xmax = 0` tells an insert from an update; no row returned means the existing one was kept.
 // * `generated_at` is at most the database clock plus the allowed skew ($18 seconds): an
 //   adapter's timestamp in the future would otherwise keep every later report out for ever.
+// * The findings ($19) travel with the report: a row never pairs one report with another's.
 pub const UPSERT_SQL: &str = r#"
 WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text)))
 INSERT INTO scan_report AS r (
     id, digest, registration_uuid, mime_type, report,
     critical_cnt, high_cnt, medium_cnt, low_cnt, unknown_cnt, none_cnt, fixable_cnt,
-    scanner_name, scanner_vendor, scanner_version, generated_at)
+    scanner_name, scanner_vendor, scanner_version, generated_at, findings)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-    LEAST($17, date_trunc('microseconds', now() + make_interval(secs => $18))) FROM serialise
+    LEAST($17, date_trunc('microseconds', now() + make_interval(secs => $18))), $19 FROM serialise
 ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     report = EXCLUDED.report,
+    findings = EXCLUDED.findings,
     critical_cnt = EXCLUDED.critical_cnt, high_cnt = EXCLUDED.high_cnt,
     medium_cnt = EXCLUDED.medium_cnt, low_cnt = EXCLUDED.low_cnt,
     unknown_cnt = EXCLUDED.unknown_cnt, none_cnt = EXCLUDED.none_cnt,
@@ -258,6 +264,7 @@ impl Store {
             .bind(REPORT_LOCK_CLASS)
             .bind(generated_at)
             .bind(self.max_clock_skew.as_secs_f64())
+            .bind(report.findings.as_ref().map(sqlx::types::Json))
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::query_err("upserting a report"))?;
@@ -322,6 +329,39 @@ impl Store {
         .await
         .map_err(StoreError::query_err("reading report metadata"))?;
         row.as_ref().map(decode_meta).transpose()
+    }
+
+    /// The stored findings of each of `ids` that has them (vulnerability reports), by id, with
+    /// the `updated_at` of the row they belong to. Reads the compact column only, never a body.
+    pub async fn findings(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, Vec<Finding>)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id, updated_at, findings FROM scan_report \
+             WHERE id = ANY($1) AND findings IS NOT NULL ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query_err("reading report findings"))?;
+        rows.iter()
+            .map(|row| {
+                let id: Uuid = row
+                    .try_get("id")
+                    .map_err(StoreError::query_err("decoding a report id"))?;
+                let corrupt = |e: sqlx::Error| StoreError::Corrupt {
+                    id,
+                    reason: format!("findings: {e}"),
+                };
+                let updated_at = row.try_get("updated_at").map_err(corrupt)?;
+                let sqlx::types::Json(findings) = row.try_get("findings").map_err(corrupt)?;
+                Ok((id, updated_at, findings))
+            })
+            .collect()
     }
 
     /// The report of a key. Looks up by the derived id, which the key determines.

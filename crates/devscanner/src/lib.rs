@@ -35,7 +35,7 @@ mod tls;
 pub use cli::{DevScannerArgs, run_cli};
 pub use config::{DevAuth, DevScannerConfig, DevSpec, DevTls, Endpoint, FaultKind, FaultRule};
 pub use handle::{DevScanner, DevScannerHandle};
-pub use reports::expected_summary;
+pub use reports::{ExpectedVulnerability, expected_summary, expected_vulnerabilities};
 pub use stats::DevStats;
 
 use reports::{render_report, scanner_json};

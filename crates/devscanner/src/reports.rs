@@ -243,6 +243,32 @@ pub fn expected_summary(digest: &Digest) -> SeveritySummary {
     s
 }
 
+/// One vulnerability this adapter reports for a digest, in every vulnerability format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedVulnerability {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    /// As the report spells it: `Critical`, `High`, `Medium`, `Low`, `Negligible`, `Unknown`.
+    pub severity: &'static str,
+    pub fix_version: Option<String>,
+}
+
+/// The vulnerabilities of this adapter's vulnerability reports for `digest`, in report order,
+/// so that tests can name exact CVE ids.
+pub fn expected_vulnerabilities(digest: &Digest) -> Vec<ExpectedVulnerability> {
+    plan(digest)
+        .into_iter()
+        .map(|v| ExpectedVulnerability {
+            id: v.id,
+            package: v.package.to_owned(),
+            version: v.version.to_owned(),
+            severity: v.severity.as_str(),
+            fix_version: v.fix_version,
+        })
+        .collect()
+}
+
 pub(crate) fn scanner_json() -> Value {
     json!({
         "name": SCANNER_NAME,
@@ -479,6 +505,24 @@ mod tests {
             expected_summary(&digest('a')),
             expected_summary(&digest('b'))
         );
+    }
+
+    #[test]
+    fn the_expected_vulnerabilities_are_those_of_the_report() {
+        let d = digest('a');
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let body: Value =
+            serde_json::from_str(&render_report(mime::VULN_REPORT_1_1, &d, &artifact(&d), t))
+                .unwrap();
+        let items = body["vulnerabilities"].as_array().unwrap();
+        let expected = expected_vulnerabilities(&d);
+        assert_eq!(items.len(), expected.len());
+        for (item, v) in items.iter().zip(&expected) {
+            assert_eq!(item["id"], v.id.as_str());
+            assert_eq!(item["package"], v.package.as_str());
+            assert_eq!(item["severity"], v.severity);
+            assert_eq!(item["fix_version"].as_str(), v.fix_version.as_deref());
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use scanreport_operator::api::{
-    ArtifactMimeType, ArtifactSpec, LocalSecretReference, RegistrySpec, ScanRequest,
-    ScanRequestSpec,
+    ArtifactMimeType, ArtifactSpec, LocalSecretReference, PolicyReference, PolicyRules,
+    RegistrySpec, ScanRequest, ScanRequestSpec,
 };
 
 /// The registry of a default ScanRequest. It does not exist: an operator under test needs
@@ -87,6 +87,8 @@ impl ScanRequestBuilder {
                 report_mime_types: vec![VULNERABILITY_REPORT.to_owned()],
                 rescan_after: None,
                 rescan_token: None,
+                policy: None,
+                policy_ref: None,
             },
         }
     }
@@ -154,6 +156,20 @@ impl ScanRequestBuilder {
 
     pub fn rescan_token(mut self, token: &str) -> Self {
         self.spec.rescan_token = Some(token.to_owned());
+        self
+    }
+
+    /// `spec.policy`: inline policy rules.
+    pub fn policy(mut self, rules: PolicyRules) -> Self {
+        self.spec.policy = Some(rules);
+        self
+    }
+
+    /// `spec.policyRef`: the ScanPolicy named `name`.
+    pub fn policy_ref(mut self, name: &str) -> Self {
+        self.spec.policy_ref = Some(PolicyReference {
+            name: name.to_owned(),
+        });
         self
     }
 
