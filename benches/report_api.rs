@@ -179,6 +179,7 @@ async fn main() {
                         scanner_vendor: "Bench".into(),
                         scanner_version: "1".into(),
                         generated_at: chrono::Utc::now(),
+                        findings: None,
                     })
                     .await
                     .expect("upsert");
@@ -197,6 +198,7 @@ async fn main() {
             scanner_vendor: "Bench".into(),
             scanner_version: "1".into(),
             generated_at: chrono::Utc::now(),
+            findings: None,
         })
         .await
         .expect("upsert big");
@@ -247,8 +249,9 @@ async fn main() {
         assert!(Instant::now() < deadline, "only {n} of {reports} Ready");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // `Request::new("").get(p)` asks for `/{p}`.
     let path = |ns: &str, rest: &str| {
-        format!("/apis/reports.scanreport.io/v1alpha1/namespaces/{ns}/vulnerabilityreports{rest}")
+        format!("apis/reports.scanreport.io/v1alpha1/namespaces/{ns}/vulnerabilityreports{rest}")
     };
     // Until the aggregator routes to the operator.
     let list_path = path(&ns, "");
@@ -320,7 +323,7 @@ async fn main() {
     .await;
     let list_floor = timed(rounds, || {
         let client = client.clone();
-        let p = format!("/apis/scanreport.io/v1alpha1/namespaces/{ns}/scanrequests");
+        let p = format!("apis/scanreport.io/v1alpha1/namespaces/{ns}/scanrequests");
         async move {
             let req = kube::core::Request::new("")
                 .get(&p, &Default::default())
