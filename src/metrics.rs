@@ -1,6 +1,8 @@
 //! Prometheus metrics in the OpenMetrics text format, served at `/metrics`. Callers use the
 //! methods of [`Metrics`] with typed label values; the metric families stay private.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -78,6 +80,12 @@ pub struct ScannerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub scanner: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: Upsert,
 }
@@ -99,6 +107,10 @@ pub struct Metrics {
     scan_latency: HistogramFamily<ScannerLabels>,
     scans_in_flight: Family<ScannerLabels, Gauge>,
     scans_queued: Family<ScannerLabels, Gauge>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    /// The namespaces of each scanner with a `queue_depth` series, so that a namespace whose
+    /// queue emptied loses its series (the label set stays bounded by waiting namespaces).
+    queue_namespaces: Mutex<HashMap<String, BTreeSet<String>>>,
     upserts: Family<OutcomeLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     leader: Gauge,
@@ -161,6 +173,12 @@ impl Default for Metrics {
             "Scans waiting for a free slot of their scanner, across all replicas",
             scans_queued.clone(),
         );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "scan_queue_depth",
+            "Scans waiting for a free slot of their scanner per waiting namespace, across all replicas",
+            queue_depth.clone(),
+        );
         let upserts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "report_upserts",
@@ -199,6 +217,8 @@ impl Default for Metrics {
             scan_latency,
             scans_in_flight,
             scans_queued,
+            queue_depth,
+            queue_namespaces: Mutex::default(),
             upserts,
             errors,
             leader,
@@ -273,6 +293,29 @@ impl Metrics {
         let labels = Self::scanner(scanner);
         self.scans_in_flight.get_or_create(&labels).set(in_flight);
         self.scans_queued.get_or_create(&labels).set(queued);
+    }
+
+    /// Queued scans of one scanner per waiting namespace (see `Store::queue_depths`); the
+    /// series of namespaces not listed are removed.
+    pub fn queue_depths(&self, scanner: &str, depths: &[(String, i64)]) {
+        let labels = |namespace: &str| QueueLabels {
+            scanner: scanner.to_owned(),
+            namespace: namespace.to_owned(),
+        };
+        let now: BTreeSet<String> = depths.iter().map(|(ns, _)| ns.clone()).collect();
+        // A poisoned lock only means another thread panicked mid-update; the set is still usable.
+        let mut known = self
+            .queue_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = known.entry(scanner.to_owned()).or_default();
+        for gone in before.difference(&now) {
+            self.queue_depth.remove(&labels(gone));
+        }
+        for (ns, depth) in depths {
+            self.queue_depth.get_or_create(&labels(ns)).set(*depth);
+        }
+        *before = now;
     }
 
     /// Whether this replica holds the leader lease.
@@ -355,5 +398,25 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn queue_depth_has_a_series_per_waiting_namespace_and_drops_emptied_ones() {
+        let metrics = Metrics::default();
+        metrics.queue_depths("trivy", &[("team-a".into(), 200), ("team-b".into(), 1)]);
+        let text = metrics.encode();
+        for expected in [
+            r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-a"} 200"#,
+            r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-b"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+        metrics.queue_depths("trivy", &[("team-a".into(), 199)]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-a"} 199"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"namespace="team-b""#), "{text}");
     }
 }

@@ -198,6 +198,13 @@ async fn report_scanner_load(ctx: Arc<Context>, shutdown: CancellationToken) {
                     tracing::debug!(error = %e, "cannot count scans in flight");
                 }
             }
+            match ctx.store.queue_depths(registration).await {
+                Ok(depths) => ctx.metrics.queue_depths(&name, &depths),
+                Err(e) => {
+                    ctx.metrics.api_error(ApiSource::Postgres);
+                    tracing::debug!(error = %e, "cannot count queued scans per namespace");
+                }
+            }
         }
     }
 }

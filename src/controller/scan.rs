@@ -82,6 +82,7 @@ impl<'a> ReportTask<'a> {
                 store
                     .request_scan(
                         self.key,
+                        sr.metadata.namespace.as_deref().unwrap_or_default(),
                         demand,
                         retry_failed,
                         self.ctx.config.stall_recheck,
