@@ -86,6 +86,11 @@ pub struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: Upsert,
 }
@@ -112,6 +117,9 @@ pub struct Metrics {
     /// queue emptied loses its series (the label set stays bounded by waiting namespaces).
     queue_namespaces: Mutex<HashMap<String, BTreeSet<String>>>,
     upserts: Family<OutcomeLabels, Counter>,
+    swept_rows: Family<TableLabels, Counter>,
+    sweep_duration: Histogram,
+    table_bytes: Family<TableLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
     leader: Gauge,
 }
@@ -185,6 +193,24 @@ impl Default for Metrics {
             "Report writes by outcome",
             upserts.clone(),
         );
+        let swept_rows = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows the retention sweep deleted, by table",
+            swept_rows.clone(),
+        );
+        let sweep_duration = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register(
+            "retention_sweep_duration_seconds",
+            "Time one retention sweep took",
+            sweep_duration.clone(),
+        );
+        let table_bytes = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "table_bytes",
+            "On-disk size of the operator's tables with indexes and TOAST, from the leader",
+            table_bytes.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "api_errors",
@@ -204,6 +230,11 @@ impl Default for Metrics {
         for &outcome in Upsert::ALL {
             let _ = upserts.get_or_create(&OutcomeLabels { outcome });
         }
+        for table in crate::store::retention::TABLES {
+            let _ = swept_rows.get_or_create(&TableLabels {
+                table: (*table).to_owned(),
+            });
+        }
         for &source in ApiSource::ALL {
             let _ = errors.get_or_create(&ErrorLabels { source });
         }
@@ -220,6 +251,9 @@ impl Default for Metrics {
             queue_depth,
             queue_namespaces: Mutex::default(),
             upserts,
+            swept_rows,
+            sweep_duration,
+            table_bytes,
             errors,
             leader,
         }
@@ -316,6 +350,34 @@ impl Metrics {
             self.queue_depth.get_or_create(&labels(ns)).set(*depth);
         }
         *before = now;
+    }
+
+    /// One retention sweep: rows deleted per table and its duration.
+    pub fn swept(&self, swept: &crate::store::Swept) {
+        for (table, n) in [
+            ("scan_report", swept.reports),
+            ("scan_job", swept.jobs),
+            ("scan_job_waiter", swept.waiters),
+            ("scan_queue_turn", swept.turns),
+        ] {
+            self.swept_rows
+                .get_or_create(&TableLabels {
+                    table: table.to_owned(),
+                })
+                .inc_by(n);
+        }
+        self.sweep_duration.observe(swept.took.as_secs_f64());
+    }
+
+    /// On-disk table sizes in bytes (see `Store::table_bytes`).
+    pub fn table_bytes(&self, sizes: &[(String, i64)]) {
+        for (table, bytes) in sizes {
+            self.table_bytes
+                .get_or_create(&TableLabels {
+                    table: table.clone(),
+                })
+                .set(*bytes);
+        }
     }
 
     /// Whether this replica holds the leader lease.

@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
 use crate::api::ScanRequest;
-use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
+use crate::duration::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
@@ -42,11 +42,19 @@ pub struct Config {
     #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = crate::duration::flag_within::<{ MINUTE_MS }, { 24 * HOUR_MS }>)]
     pub scan_timeout: Duration,
     /// How often a queued ScanRequest checks for a free scan slot.
-    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::flag_within::<100, { 5 * MINUTE_MS }>)]
+    /// The last one given wins (a wrapper's default can be overridden).
+    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::flag_within::<100, { 5 * MINUTE_MS }>, overrides_with = "queue_poll")]
     pub queue_poll: Duration,
     /// When a stalled ScanRequest is looked at again without any change.
     #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::flag_within::<{ 10 * SECOND_MS }, { 24 * HOUR_MS }>)]
     pub stall_recheck: Duration,
+    /// How long a report that no ScanRequest references is kept, e.g. 30d or 36h; 0 keeps
+    /// reports for ever. Values below a few minutes are for tests.
+    #[arg(long, env = "REPORT_RETENTION", default_value = "30d", value_parser = crate::duration::retention_flag::<{ SECOND_MS }>)]
+    pub report_retention: Duration,
+    /// How long a finished (done or failed) scan job row is kept after its last change.
+    #[arg(long, env = "JOB_RETENTION", default_value = "24h", value_parser = crate::duration::flag_within::<{ SECOND_MS }, { 30 * DAY_MS }>)]
+    pub job_retention: Duration,
     /// Report downloads (adapter fetches of ready reports) at once, across all ScanRequests:
     /// with --max-report-size it bounds the memory reports take.
     #[arg(long, env = "MAX_CONCURRENT_DOWNLOADS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -173,6 +181,30 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&report);
+    }
+
+    /// `--report-retention`, `None` when reports are kept for ever.
+    pub fn report_retention(&self) -> Option<Duration> {
+        Some(self.config.report_retention).filter(|r| !r.is_zero())
+    }
+
+    /// How often the leader records references and sweeps: a quarter of the shortest
+    /// retention, between 1s and 10m, so that a referenced report is refreshed several times
+    /// before it could age out.
+    pub fn sweep_interval(&self) -> Duration {
+        let shortest = self
+            .report_retention()
+            .map_or(self.config.job_retention, |r| {
+                r.min(self.config.job_retention)
+            });
+        (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+
+    /// A report read or referenced is refreshed when its last reference is older than this:
+    /// a quarter of the retention, at most 1h (few writes), always well inside the retention.
+    pub fn touch_after(&self) -> Option<Duration> {
+        self.report_retention()
+            .map(|r| (r / 4).min(Duration::from_secs(3600)))
     }
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {

@@ -18,6 +18,7 @@
 //! * [`decide`]: the pure decisions (stored report, phase, overall state, rescans, requeue).
 //! * [`status`]: step 8 (settle, degrade, apply) and the kstatus conditions.
 //! * [`watch`]: the watch wiring of [`run`].
+//! * [`retention`]: the leader's reference recording and retention sweep.
 //! * [`error`]: [`ReconcileError`], permanent or transient.
 
 pub mod adapters;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod plan;
 #[cfg(test)]
 mod proptests;
+pub mod retention;
 pub mod scan;
 pub mod status;
 pub mod watch;

@@ -192,20 +192,36 @@ impl Store {
 
     /// The stored report's metadata, the job and the database clock of one report id, in one
     /// round trip.
+    ///
+    /// With `touch_after` (report retention is on), reading the report also records that it is
+    /// referenced when its `last_referenced_at` is older than that, in the same statement: a
+    /// retention sweep racing this read either deletes the row first (it then reads as
+    /// missing) or finds it refreshed and keeps it (see `store::retention`). A row older than
+    /// `touch_after` that could not be refreshed (the sweep holds or deleted it) reads as
+    /// missing.
     pub async fn tuple_state(
         &self,
         report_id: Uuid,
+        touch_after: Option<Duration>,
     ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
+        // Without retention nothing is refreshed: an age limit no row reaches.
+        let touch_secs = touch_after.map_or(f64::MAX, secs).min(1e11);
         let row = sqlx::query(concat!(
-            "SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
+            "WITH touched AS (UPDATE scan_report SET last_referenced_at = now() \
+               WHERE id = $1 AND last_referenced_at < now() - make_interval(secs => $2) \
+               RETURNING id) \
+             SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
              LEFT JOIN (SELECT ",
             meta_columns!(),
-            " FROM scan_report WHERE id = $1) AS r ON true \
+            " FROM scan_report WHERE id = $1 \
+               AND (last_referenced_at >= now() - make_interval(secs => $2) \
+                    OR EXISTS (SELECT 1 FROM touched))) AS r ON true \
              LEFT JOIN (SELECT ",
             job_columns!(),
             " FROM scan_job WHERE report_id = $1) AS j ON true"
         ))
         .bind(report_id)
+        .bind(touch_secs)
         .fetch_one(self.pool())
         .await
         .map_err(StoreError::query_err("reading a report and its scan job"))?;
