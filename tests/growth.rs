@@ -1,12 +1,13 @@
 //! Bounded growth and fair sharing on the real API server, PostgreSQL and the development
 //! adapter: a namespace that queued hundreds of scans does not hold up another namespace's one
-//! scan, and reports no ScanRequest references are deleted after the retention.
+//! scan, reports no ScanRequest references are deleted after the retention, and forced
+//! rescans are rate-limited per namespace.
 
 use std::time::{Duration, Instant};
 
 use devscanner::{DevScanner, DevScannerConfig};
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use scanreport_operator::api::{ScanRequest, Scanner, ScannerSpec};
 use scanreport_operator::store::{PoolConfig, Store};
 use testkit::fixtures::{self, digest};
@@ -188,5 +189,97 @@ async fn a_deleted_requests_report_and_job_are_swept_after_the_retention_and_a_l
             .await
             .unwrap_or(0.0)
             > 0.0
+    );
+}
+
+fn reason_of(sr: &ScanRequest, type_: &str) -> Option<(String, String)> {
+    testkit::operator::condition(sr, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rescan_over_the_namespace_budget_waits_as_rescan_rate_limited_without_a_retry_loop() {
+    let env = testkit::env().await;
+    let client = env.client();
+    let url = pgtest::fresh_database("rescan_limit").await;
+    let adapter = DevScanner::start(DevScannerConfig {
+        pending_polls: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let scanner = format!("lim-{:x}", rand::random::<u32>());
+    create_scanner(&client, &scanner, adapter.base_url()).await;
+    let ns = fresh_namespace(&client, "rescan-limit").await;
+    // One forced rescan an hour, in bursts of one.
+    let op = Operator::start(env, &url, &[&ns], &["--rescans-per-hour", "1"]);
+    let api = Api::<ScanRequest>::namespaced(client.clone(), &ns);
+    let d = digest();
+    let sr = fixtures::ScanRequestBuilder::new("app", &scanner)
+        .digest(&d)
+        .mime_types(&[VULN])
+        .rescan_token("t1")
+        .build();
+    api.create(&PostParams::default(), &sr).await.unwrap();
+    wait_ready(&client, &ns, "app").await;
+    let set_token = |token: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "app",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"rescanToken": token}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // The budget allows one forced rescan.
+    set_token("t2").await;
+    eventually("t2 to be answered", WAIT, || {
+        let api = api.clone();
+        async move {
+            let sr = api.get("app").await.ok()?;
+            (sr.status?.rescan_token.as_deref() == Some("t2")).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(adapter.stats().scans_for(&d, VULN), 2);
+    // The next one waits for the budget: the reports stay, the reason says why.
+    set_token("t3").await;
+    let limited = eventually("the rescan to be rate-limited", WAIT, || {
+        let api = api.clone();
+        async move {
+            let sr = api.get("app").await.ok()?;
+            (reason_of(&sr, "Reconciling") == Some(("True".into(), "RescanRateLimited".into())))
+                .then_some(sr)
+        }
+    })
+    .await;
+    assert_eq!(
+        reason_of(&limited, "Ready").map(|r| r.0),
+        Some("True".into()),
+        "the stored reports stay usable"
+    );
+    let status = limited.status.clone().unwrap();
+    assert_eq!(status.rescan_token.as_deref(), Some("t2"));
+    assert_eq!(status.reports.len(), 1);
+    let message = testkit::operator::condition(&limited, "Reconciling")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("spec.rescanToken"), "{message}");
+    // Requeued for when the budget allows (an hour), not retried in a loop.
+    let retry = r#"scanreport_reconciles_total{result="retry"}"#;
+    let before = op.metric(retry).await.unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = op.metric(retry).await.unwrap_or(0.0);
+    assert!(
+        after - before <= 1.0,
+        "retried {} times in 5s",
+        after - before
+    );
+    assert_eq!(
+        adapter.stats().scans_for(&d, VULN),
+        2,
+        "no scan beyond the budget"
     );
 }

@@ -48,6 +48,10 @@ pub struct Config {
     /// When a stalled ScanRequest is looked at again without any change.
     #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::flag_within::<{ 10 * SECOND_MS }, { 24 * HOUR_MS }>)]
     pub stall_recheck: Duration,
+    /// Forced rescans (changes of spec.rescanToken) a namespace may start per hour, in bursts
+    /// of a tenth of that (at least 1); beyond it a request waits with reason RescanRateLimited.
+    #[arg(long, env = "RESCANS_PER_HOUR", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rescans_per_hour: u32,
     /// How long a report that no ScanRequest references is kept, e.g. 30d or 36h; 0 keeps
     /// reports for ever. Values below a few minutes are for tests.
     #[arg(long, env = "REPORT_RETENTION", default_value = "30d", value_parser = crate::duration::retention_flag::<{ SECOND_MS }>)]
@@ -98,6 +102,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object.
     pub backoff: Backoff,
+    /// Forced rescans per namespace (`--rescans-per-hour`).
+    pub rescans: super::limits::RescanLimiter,
     /// Permits for report downloads (`--max-concurrent-downloads`).
     pub downloads: tokio::sync::Semaphore,
     /// Successful proofs of access, bounded in number and time.
@@ -132,6 +138,7 @@ impl Context {
             ),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
+            rescans: super::limits::RescanLimiter::new(config.rescans_per_hour),
             access_options: AccessOptions::default(),
             submitters: Mutex::default(),
             client,

@@ -20,12 +20,14 @@
 //! * [`watch`]: the watch wiring of [`run`].
 //! * [`retention`]: the leader's reference recording and retention sweep.
 //! * [`error`]: [`ReconcileError`], permanent or transient.
+//! * [`limits`]: the per-namespace rate limit of forced rescans.
 
 pub mod adapters;
 pub mod context;
 pub mod credentials;
 pub mod decide;
 pub mod error;
+pub mod limits;
 pub mod plan;
 #[cfg(test)]
 mod proptests;
