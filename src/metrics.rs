@@ -380,6 +380,18 @@ impl Metrics {
         }
     }
 
+    /// A deleted Scanner: its load and queue gauges go (its counters stay, as history).
+    pub fn forget_scanner(&self, scanner: &str) {
+        let labels = Self::scanner(scanner);
+        self.scans_in_flight.remove(&labels);
+        self.scans_queued.remove(&labels);
+        self.queue_depths(scanner, &[]);
+        self.queue_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(scanner);
+    }
+
     /// Whether this replica holds the leader lease.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -480,5 +492,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(r#"namespace="team-b""#), "{text}");
+        metrics.scanner_load("trivy", 1, 1);
+        metrics.forget_scanner("trivy");
+        let text = metrics.encode();
+        assert!(!text.contains("scanreport_scan_queue_depth{"), "{text}");
+        assert!(
+            !text.contains(r#"scanreport_scans_queued{scanner="trivy"}"#),
+            "{text}"
+        );
+        assert!(metrics.queue_namespaces.lock().unwrap().is_empty());
     }
 }

@@ -190,6 +190,9 @@ async fn report_scanner_load(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
+        for gone in ctx.adapters.prune() {
+            ctx.metrics.forget_scanner(&gone);
+        }
         for (name, registration) in ctx.adapters.known() {
             match ctx.store.scanner_load(registration).await {
                 Ok((in_flight, queued)) => ctx.metrics.scanner_load(&name, in_flight, queued),

@@ -287,6 +287,12 @@ impl Backoff {
         self.lock().remove(object);
     }
 
+    /// Keeps only the entries of objects `live` says still exist: a request deleted while the
+    /// watch was down (a re-list reports no deletion) would otherwise keep its counter.
+    pub fn retain(&self, live: impl Fn(&ObjectRef<ScanRequest>) -> bool) {
+        self.lock().retain(|object, _| live(object));
+    }
+
     /// Objects with failures on record.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -331,6 +337,24 @@ mod tests {
         backoff.forget(&a);
         backoff.forget(&b);
         assert!(backoff.is_empty());
+    }
+
+    #[test]
+    fn backoff_entries_of_objects_that_no_longer_exist_are_dropped() {
+        let backoff = Backoff::default();
+        let objects: Vec<_> = (0..1000)
+            .map(|i| ObjectRef::<ScanRequest>::new(&format!("sr-{i}")).within("ns"))
+            .collect();
+        for o in &objects {
+            backoff.failed(o.clone());
+        }
+        let live = objects[0].clone();
+        backoff.retain(|o| *o == live);
+        assert_eq!(backoff.len(), 1);
+        assert!(
+            backoff.failed(live) > Duration::from_millis(900),
+            "kept its count"
+        );
     }
 
     #[test]

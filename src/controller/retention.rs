@@ -5,11 +5,12 @@
 //! References are recorded before each sweep and only from synced caches, so a report that a
 //! request's status names is refreshed within one interval of the status being written; the
 //! read in each reconcile (`Store::tuple_state`) covers the moment before the status exists.
+//! Each cycle also drops backoff counters of requests no longer in the caches.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -66,6 +67,13 @@ pub async fn run(
 }
 
 async fn cycle(ctx: &Context, requests: &[reflector::Store<ScanRequest>]) {
+    // Backoff counters of requests that are gone (deleted while the watch was down).
+    let live: std::collections::HashSet<ObjectRef<ScanRequest>> = requests
+        .iter()
+        .flat_map(|store| store.state())
+        .map(|sr| ObjectRef::from(sr.as_ref()))
+        .collect();
+    ctx.backoff.retain(|object| live.contains(object));
     let retention = ctx.report_retention();
     if let Some(slack) = ctx.touch_after() {
         let ids = referenced(requests);
