@@ -125,7 +125,14 @@ async fn child(scenario: &str, base: &str, database_url: &str, joiners: usize) {
     // A job in flight for the report id, as the controller would have submitted it.
     let leases = Leases::default();
     store
-        .request_scan(&key, None, false, Duration::from_secs(60), &leases)
+        .request_scan(
+            &key,
+            "team-a",
+            None,
+            false,
+            Duration::from_secs(60),
+            &leases,
+        )
         .await
         .expect("request");
     let claim = store

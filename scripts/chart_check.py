@@ -376,6 +376,8 @@ def _scanner_secret_rbac() -> None:
         args = container(render({"artifactAccess": value}))["args"]
         assert f"--artifact-access={value}" in args, args
     assert "--artifact-access=verify" in container(render({}))["args"]
+    args = container(render({"reportRetention": "0", "jobRetention": "2h"}))["args"]
+    assert "--report-retention=0" in args and "--job-retention=2h" in args, args
 
 
 def check_bindings(docs: list[dict[str, Any]]) -> None:
@@ -463,6 +465,7 @@ def _args_and_probes() -> None:
     assert c["args"] == [
         "run", "--listen=0.0.0.0:8080", "--log-format=json", "--log-level=info",
         "--concurrency=16", "--default-max-in-flight=4", "--artifact-access=verify",
+        "--report-retention=30d", "--job-retention=24h",
         "--leader-election=true",
         "--lease-name=scanreport-operator"], c["args"]
     assert "command" not in c, "the image's ENTRYPOINT is the binary"
@@ -601,7 +604,8 @@ def _schema() -> None:
                         ({"watchNamespace": ["team-a"]}, "watchNamespace"),
                         ({"replicas": "two"}, "replicas"),
                         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
-                        ({"concurrency": 0}, "concurrency")]:
+                        ({"concurrency": 0}, "concurrency"),
+                        ({"reportRetention": "30 days"}, "reportRetention")]:
         try:
             render(bad)
         except Exception as e:  # noqa: BLE001

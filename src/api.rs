@@ -78,8 +78,8 @@ pub const CONDITION_STALLED: &str = "Stalled";
     annotation("scanreport.io/minimum-kubernetes-version", "1.33")
 )]
 #[x_kube(validation = Rule::new(
-    "!has(self.rescanAfter) || (duration(self.rescanAfter) >= duration('1m') && duration(self.rescanAfter) <= duration('8760h'))"
-).message("spec.rescanAfter must be a duration from 1m to 8760h (365 days), such as 24h").field_path(".rescanAfter").reason(Reason::FieldValueInvalid))]
+    "!has(self.rescanAfter) || (duration(self.rescanAfter) >= duration('1h') && duration(self.rescanAfter) <= duration('8760h'))"
+).message("spec.rescanAfter must be a duration from 1h to 8760h (365 days), such as 24h").field_path(".rescanAfter").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new("!(has(self.policy) && has(self.policyRef))")
     .message("spec.policy and spec.policyRef are mutually exclusive: set the rules inline or name a ScanPolicy, not both").field_path(".policyRef").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
@@ -99,7 +99,7 @@ pub struct ScanRequestSpec {
         extend("x-kubernetes-list-type" = "set")
     )]
     pub report_mime_types: Vec<String>,
-    /// Rescan when the stored report is older than this (a duration such as `24h`, at least `1m`).
+    /// Rescan when the stored report is older than this (a duration such as `24h`, at least `1h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub rescan_after: Option<String>,

@@ -85,6 +85,35 @@ pub const SECOND_MS: u64 = 1000;
 pub const MINUTE_MS: u64 = 60 * SECOND_MS;
 pub const HOUR_MS: u64 = 60 * MINUTE_MS;
 
+pub const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// A retention flag: `0` keeps for ever (`Duration::ZERO`), `<n>d` is n days (up to 3650),
+/// anything else a Go duration; every value but `0` lies between `MIN_MS` and ten years.
+pub fn retention_flag<const MIN_MS: u64>(raw: &str) -> Result<Duration, String> {
+    let text = raw.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let max = Duration::from_millis(3650 * DAY_MS);
+    let min = Duration::from_millis(MIN_MS);
+    let d = match text.strip_suffix('d') {
+        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => {
+            match days.parse::<u64>() {
+                Ok(n) if n <= 3650 => Duration::from_millis(n * DAY_MS),
+                _ => return Err(format!("{raw:?} is more than 3650d (ten years)")),
+            }
+        }
+        _ => parse(text).map_err(|e| format!("{e}; or <n>d for days, or 0 to keep for ever"))?,
+    };
+    if d < min || d > max {
+        return Err(format!(
+            "{raw:?} must be between {} and 3650d, or 0 to keep for ever",
+            display(min)
+        ));
+    }
+    Ok(d)
+}
+
 /// A short Go spelling of a bound: `1m`, `8760h`, `100ms`.
 fn display(d: Duration) -> String {
     let ms = d.as_millis();
@@ -104,6 +133,27 @@ fn display(d: Duration) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn retention_flags_take_days_go_durations_and_zero_for_ever() {
+        let parse = retention_flag::<{ SECOND_MS }>;
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse("36h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse("3s"), Ok(Duration::from_secs(3)));
+        for bad in [
+            "",
+            "d",
+            "-1d",
+            "3651d",
+            "99999999999999999999d",
+            "500ms",
+            "1.5d",
+            "0s",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn go_durations_parse() {

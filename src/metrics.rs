@@ -1,6 +1,8 @@
 //! Prometheus metrics in the OpenMetrics text format, served at `/metrics`. Callers use the
 //! methods of [`Metrics`] with typed label values; the metric families stay private.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -78,6 +80,17 @@ pub struct ScannerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub scanner: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: Upsert,
 }
@@ -99,7 +112,14 @@ pub struct Metrics {
     scan_latency: HistogramFamily<ScannerLabels>,
     scans_in_flight: Family<ScannerLabels, Gauge>,
     scans_queued: Family<ScannerLabels, Gauge>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    /// The namespaces of each scanner with a `queue_depth` series, so that a namespace whose
+    /// queue emptied loses its series (the label set stays bounded by waiting namespaces).
+    queue_namespaces: Mutex<HashMap<String, BTreeSet<String>>>,
     upserts: Family<OutcomeLabels, Counter>,
+    swept_rows: Family<TableLabels, Counter>,
+    sweep_duration: Histogram,
+    table_bytes: Family<TableLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
     leader: Gauge,
 }
@@ -161,11 +181,35 @@ impl Default for Metrics {
             "Scans waiting for a free slot of their scanner, across all replicas",
             scans_queued.clone(),
         );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "scan_queue_depth",
+            "Scans waiting for a free slot of their scanner per waiting namespace, across all replicas",
+            queue_depth.clone(),
+        );
         let upserts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "report_upserts",
             "Report writes by outcome",
             upserts.clone(),
+        );
+        let swept_rows = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows the retention sweep deleted, by table",
+            swept_rows.clone(),
+        );
+        let sweep_duration = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register(
+            "retention_sweep_duration_seconds",
+            "Time one retention sweep took",
+            sweep_duration.clone(),
+        );
+        let table_bytes = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "table_bytes",
+            "On-disk size of the operator's tables with indexes and TOAST, from the leader",
+            table_bytes.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -186,6 +230,11 @@ impl Default for Metrics {
         for &outcome in Upsert::ALL {
             let _ = upserts.get_or_create(&OutcomeLabels { outcome });
         }
+        for table in crate::store::retention::TABLES {
+            let _ = swept_rows.get_or_create(&TableLabels {
+                table: (*table).to_owned(),
+            });
+        }
         for &source in ApiSource::ALL {
             let _ = errors.get_or_create(&ErrorLabels { source });
         }
@@ -199,7 +248,12 @@ impl Default for Metrics {
             scan_latency,
             scans_in_flight,
             scans_queued,
+            queue_depth,
+            queue_namespaces: Mutex::default(),
             upserts,
+            swept_rows,
+            sweep_duration,
+            table_bytes,
             errors,
             leader,
         }
@@ -273,6 +327,69 @@ impl Metrics {
         let labels = Self::scanner(scanner);
         self.scans_in_flight.get_or_create(&labels).set(in_flight);
         self.scans_queued.get_or_create(&labels).set(queued);
+    }
+
+    /// Queued scans of one scanner per waiting namespace (see `Store::queue_depths`); the
+    /// series of namespaces not listed are removed.
+    pub fn queue_depths(&self, scanner: &str, depths: &[(String, i64)]) {
+        let labels = |namespace: &str| QueueLabels {
+            scanner: scanner.to_owned(),
+            namespace: namespace.to_owned(),
+        };
+        let now: BTreeSet<String> = depths.iter().map(|(ns, _)| ns.clone()).collect();
+        // A poisoned lock only means another thread panicked mid-update; the set is still usable.
+        let mut known = self
+            .queue_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = known.entry(scanner.to_owned()).or_default();
+        for gone in before.difference(&now) {
+            self.queue_depth.remove(&labels(gone));
+        }
+        for (ns, depth) in depths {
+            self.queue_depth.get_or_create(&labels(ns)).set(*depth);
+        }
+        *before = now;
+    }
+
+    /// One retention sweep: rows deleted per table and its duration.
+    pub fn swept(&self, swept: &crate::store::Swept) {
+        for (table, n) in [
+            ("scan_report", swept.reports),
+            ("scan_job", swept.jobs),
+            ("scan_job_waiter", swept.waiters),
+            ("scan_queue_turn", swept.turns),
+        ] {
+            self.swept_rows
+                .get_or_create(&TableLabels {
+                    table: table.to_owned(),
+                })
+                .inc_by(n);
+        }
+        self.sweep_duration.observe(swept.took.as_secs_f64());
+    }
+
+    /// On-disk table sizes in bytes (see `Store::table_bytes`).
+    pub fn table_bytes(&self, sizes: &[(String, i64)]) {
+        for (table, bytes) in sizes {
+            self.table_bytes
+                .get_or_create(&TableLabels {
+                    table: table.clone(),
+                })
+                .set(*bytes);
+        }
+    }
+
+    /// A deleted Scanner: its load and queue gauges go (its counters stay, as history).
+    pub fn forget_scanner(&self, scanner: &str) {
+        let labels = Self::scanner(scanner);
+        self.scans_in_flight.remove(&labels);
+        self.scans_queued.remove(&labels);
+        self.queue_depths(scanner, &[]);
+        self.queue_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(scanner);
     }
 
     /// Whether this replica holds the leader lease.
@@ -355,5 +472,34 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn queue_depth_has_a_series_per_waiting_namespace_and_drops_emptied_ones() {
+        let metrics = Metrics::default();
+        metrics.queue_depths("trivy", &[("team-a".into(), 200), ("team-b".into(), 1)]);
+        let text = metrics.encode();
+        for expected in [
+            r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-a"} 200"#,
+            r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-b"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+        metrics.queue_depths("trivy", &[("team-a".into(), 199)]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"scanreport_scan_queue_depth{scanner="trivy",namespace="team-a"} 199"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"namespace="team-b""#), "{text}");
+        metrics.scanner_load("trivy", 1, 1);
+        metrics.forget_scanner("trivy");
+        let text = metrics.encode();
+        assert!(!text.contains("scanreport_scan_queue_depth{"), "{text}");
+        assert!(
+            !text.contains(r#"scanreport_scans_queued{scanner="trivy"}"#),
+            "{text}"
+        );
+        assert!(metrics.queue_namespaces.lock().unwrap().is_empty());
     }
 }

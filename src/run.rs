@@ -209,12 +209,22 @@ async fn report_scanner_load(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
+        for gone in ctx.adapters.prune() {
+            ctx.metrics.forget_scanner(&gone);
+        }
         for (name, registration) in ctx.adapters.known() {
             match ctx.store.scanner_load(registration).await {
                 Ok((in_flight, queued)) => ctx.metrics.scanner_load(&name, in_flight, queued),
                 Err(e) => {
                     ctx.metrics.api_error(ApiSource::Postgres);
                     tracing::debug!(error = %e, "cannot count scans in flight");
+                }
+            }
+            match ctx.store.queue_depths(registration).await {
+                Ok(depths) => ctx.metrics.queue_depths(&name, &depths),
+                Err(e) => {
+                    ctx.metrics.api_error(ApiSource::Postgres);
+                    tracing::debug!(error = %e, "cannot count queued scans per namespace");
                 }
             }
         }

@@ -144,7 +144,14 @@ async fn of_many_requesters_joined_to_one_scan_exactly_one_takes_the_poll_and_do
     let key = report(0, Utc::now()).key;
     let leases = Leases::default();
     store
-        .request_scan(&key, None, false, Duration::from_secs(60), &leases)
+        .request_scan(
+            &key,
+            "team-a",
+            None,
+            false,
+            Duration::from_secs(60),
+            &leases,
+        )
         .await
         .expect("request");
     let claim = store

@@ -8,6 +8,7 @@ use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid}
 use scanreport_operator::store::{Claim, JobState, Leases, PoolConfig, Store};
 use testkit::pgtest;
 use tokio::sync::Barrier;
+use uuid::Uuid;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -51,7 +52,7 @@ async fn racing_requesters_submit_exactly_once() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 store
-                    .request_scan(&t, None, false, HOUR, &leases())
+                    .request_scan(&t, "team-a", None, false, HOUR, &leases())
                     .await
                     .unwrap();
                 let holder = format!("replica-{i}");
@@ -98,14 +99,14 @@ async fn racing_requesters_submit_exactly_once() {
             .is_none()
     );
     let job = store
-        .request_scan(&t, Some(before), false, HOUR, &leases())
+        .request_scan(&t, "team-a", Some(before), false, HOUR, &leases())
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Done);
     // A demand for a scan newer than the last completion re-queues it, once.
     let after = store.now().await.unwrap();
     let job = store
-        .request_scan(&t, Some(after), false, HOUR, &leases())
+        .request_scan(&t, "team-a", Some(after), false, HOUR, &leases())
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Queued);
@@ -119,7 +120,7 @@ async fn the_in_flight_limit_queues_in_arrival_order() {
     let tuples: Vec<_> = (0..5).map(|i| tuple(100 + i, "limited")).collect();
     for t in &tuples {
         store
-            .request_scan(t, None, false, HOUR, &leases())
+            .request_scan(t, "team-a", None, false, HOUR, &leases())
             .await
             .unwrap();
         // Distinct enqueue times keep the order observable.
@@ -176,7 +177,7 @@ async fn a_crashed_claimant_is_replaced_after_its_lease() {
         ..leases()
     };
     store
-        .request_scan(&t, None, false, HOUR, &short)
+        .request_scan(&t, "team-a", None, false, HOUR, &short)
         .await
         .unwrap();
     assert_eq!(
@@ -222,7 +223,7 @@ async fn lost_and_failed_scans() {
     let store = store().await;
     let t = tuple(9, "trivy");
     store
-        .request_scan(&t, None, false, HOUR, &leases())
+        .request_scan(&t, "team-a", None, false, HOUR, &leases())
         .await
         .unwrap();
     store
@@ -260,7 +261,7 @@ async fn lost_and_failed_scans() {
         .await
         .unwrap();
     let job = store
-        .request_scan(&t, None, false, HOUR, &leases())
+        .request_scan(&t, "team-a", None, false, HOUR, &leases())
         .await
         .unwrap();
     assert_eq!(
@@ -271,7 +272,7 @@ async fn lost_and_failed_scans() {
     );
     // Only an explicit retry (the request changed) re-queues a failed job.
     let job = store
-        .request_scan(&t, None, true, HOUR, &leases())
+        .request_scan(&t, "team-a", None, true, HOUR, &leases())
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Queued);
@@ -288,11 +289,11 @@ async fn abandoned_queue_entries_do_not_block_the_queue() {
     };
     let (gone, next) = (tuple(20, "trivy"), tuple(21, "trivy"));
     store
-        .request_scan(&gone, None, false, HOUR, &brief)
+        .request_scan(&gone, "team-a", None, false, HOUR, &brief)
         .await
         .unwrap();
     store
-        .request_scan(&next, None, false, HOUR, &brief)
+        .request_scan(&next, "team-a", None, false, HOUR, &brief)
         .await
         .unwrap();
     assert!(matches!(
@@ -305,7 +306,7 @@ async fn abandoned_queue_entries_do_not_block_the_queue() {
     // Nobody refreshes `gone` (its ScanRequest was deleted); it stops counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     store
-        .request_scan(&next, None, false, HOUR, &brief)
+        .request_scan(&next, "team-a", None, false, HOUR, &brief)
         .await
         .unwrap();
     assert_eq!(
@@ -314,5 +315,154 @@ async fn abandoned_queue_entries_do_not_block_the_queue() {
             .await
             .unwrap(),
         Claim::Won
+    );
+}
+
+/// Drives a scanner with `max` slots the way requesters do: every queued job not in `won`
+/// asks for a slot in enqueue order; a winner's scan completes at once and is appended to
+/// `won`, and the next round starts. Stops once `until` won or after `rounds` rounds.
+async fn serve(
+    store: &Store,
+    queued: &[(ReportKey, &str)],
+    max: i64,
+    won: &mut Vec<Uuid>,
+    until: Option<Uuid>,
+    rounds: usize,
+) {
+    for _ in 0..rounds {
+        for (t, ns) in queued {
+            let id = t.report_id();
+            if won.contains(&id) {
+                continue;
+            }
+            store
+                .request_scan(t, ns, None, false, HOUR, &leases())
+                .await
+                .unwrap();
+            if store
+                .claim(id, t.registration_uuid, max, "me", &leases())
+                .await
+                .unwrap()
+                == Claim::Won
+            {
+                won.push(id);
+                let scan = format!("scan-{id}");
+                store
+                    .record_submission(id, "me", &scan, &leases())
+                    .await
+                    .unwrap();
+                store.complete(id, &scan).await.unwrap();
+                if until == Some(id) {
+                    return;
+                }
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lone_namespace_is_served_after_at_most_one_job_of_a_namespace_with_200_queued() {
+    let store = store().await;
+    let reg = default_registration_uuid("trivy").unwrap();
+    // 200 jobs of team-big, all enqueued before team-small's only one.
+    let mut queued: Vec<(ReportKey, &str)> = (0..200)
+        .map(|n| (tuple(1000 + n, "trivy"), "team-big"))
+        .collect();
+    let lone = tuple(5000, "trivy");
+    queued.push((lone.clone(), "team-small"));
+    for (t, ns) in &queued {
+        store
+            .request_scan(t, ns, None, false, HOUR, &leases())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.queue_depths(reg).await.unwrap(),
+        vec![("team-big".to_owned(), 200), ("team-small".to_owned(), 1)]
+    );
+    let mut won = Vec::new();
+    serve(&store, &queued, 1, &mut won, Some(lone.report_id()), 4).await;
+    assert_eq!(won.last(), Some(&lone.report_id()), "won: {}", won.len());
+    assert!(
+        won.len() <= 2,
+        "team-small waited for {} scans of team-big",
+        won.len() - 1
+    );
+    assert_eq!(
+        store.queue_depths(reg).await.unwrap(),
+        vec![("team-big".to_owned(), 200 - (won.len() as i64 - 1))]
+    );
+}
+
+#[tokio::test]
+async fn free_slots_alternate_between_namespaces_and_stay_in_order_within_one() {
+    let store = store().await;
+    let a: Vec<_> = (0..3)
+        .map(|n| (tuple(100 + n, "trivy"), "team-a"))
+        .collect();
+    let b: Vec<_> = (0..3)
+        .map(|n| (tuple(200 + n, "trivy"), "team-b"))
+        .collect();
+    // team-a asks first for all of its scans, team-b after.
+    let queued: Vec<(ReportKey, &str)> = a.iter().chain(b.iter()).cloned().collect();
+    for (t, ns) in &queued {
+        store
+            .request_scan(t, ns, None, false, HOUR, &leases())
+            .await
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    serve(&store, &queued, 1, &mut order, None, queued.len()).await;
+    let ns_of = |id: &Uuid| {
+        queued
+            .iter()
+            .find(|(t, _)| t.report_id() == *id)
+            .map(|(_, ns)| *ns)
+            .unwrap()
+    };
+    let namespaces: Vec<&str> = order.iter().map(ns_of).collect();
+    assert_eq!(
+        namespaces,
+        ["team-a", "team-b", "team-a", "team-b", "team-a", "team-b"]
+    );
+    let a_order: Vec<Uuid> = order
+        .iter()
+        .copied()
+        .filter(|id| ns_of(id) == "team-a")
+        .collect();
+    let a_ids: Vec<Uuid> = a.iter().map(|(t, _)| t.report_id()).collect();
+    assert_eq!(
+        a_order, a_ids,
+        "first come, first served within a namespace"
+    );
+}
+
+#[tokio::test]
+async fn a_job_two_namespaces_wait_for_counts_for_each_and_an_abandoned_waiter_stops_counting() {
+    let store = store().await;
+    let reg = default_registration_uuid("trivy").unwrap();
+    let brief = Leases {
+        queue: Duration::from_millis(300),
+        ..leases()
+    };
+    let shared = tuple(300, "trivy");
+    store
+        .request_scan(&shared, "team-a", None, false, HOUR, &brief)
+        .await
+        .unwrap();
+    store
+        .request_scan(&shared, "team-b", None, false, HOUR, &leases())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.queue_depths(reg).await.unwrap(),
+        vec![("team-a".to_owned(), 1), ("team-b".to_owned(), 1)]
+    );
+    // team-a's requester went away: only team-b still waits for the job.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.queue_depths(reg).await.unwrap(),
+        vec![("team-b".to_owned(), 1)]
     );
 }

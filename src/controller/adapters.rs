@@ -220,6 +220,29 @@ impl Adapters {
         known.iter().map(|(n, r)| (n.clone(), *r)).collect()
     }
 
+    /// Forgets what is cached for Scanners that no longer exist (clients, registrations) and
+    /// adapter metadata past its TTL; returns the names forgotten. Without a Scanner cache (a
+    /// standby) nothing is known to be gone.
+    pub fn prune(&self) -> Vec<String> {
+        let live: std::collections::HashSet<String> = {
+            let scanners = self.scanners.lock().unwrap_or_else(|e| e.into_inner());
+            match scanners.as_ref() {
+                Some(store) => store.state().iter().map(|s| s.name_any()).collect(),
+                None => return Vec::new(),
+            }
+        };
+        retain_live(
+            &mut self.clients.lock().unwrap_or_else(|e| e.into_inner()),
+            &live,
+        );
+        let gone = retain_live(
+            &mut self.known.lock().unwrap_or_else(|e| e.into_inner()),
+            &live,
+        );
+        self.metadata.prune_expired();
+        gone
+    }
+
     /// Scanners are read from a watch cache; the first one registered is used.
     pub fn add_scanner_store(&self, store: Store<Scanner>) {
         let mut scanners = self.scanners.lock().unwrap_or_else(|e| e.into_inner());
@@ -424,9 +447,31 @@ impl Adapters {
     }
 }
 
+/// Keeps the entries of `map` whose Scanner name is in `live`; returns the names dropped.
+fn retain_live<V>(
+    map: &mut HashMap<String, V>,
+    live: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    let mut gone: Vec<String> = map.keys().filter(|n| !live.contains(*n)).cloned().collect();
+    for name in &gone {
+        map.remove(name);
+    }
+    gone.sort();
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_of_deleted_scanners_are_dropped_and_named() {
+        let mut map: HashMap<String, u32> =
+            [("trivy".into(), 1), ("gone".into(), 2), ("old".into(), 3)].into();
+        let live = ["trivy".to_owned(), "new".to_owned()].into();
+        assert_eq!(retain_live(&mut map, &live), ["gone", "old"]);
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["trivy"]);
+    }
 
     fn metadata(json: serde_json::Value, content_type: &str) -> AdapterMetadata {
         AdapterMetadata::from_wire(

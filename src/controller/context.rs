@@ -14,7 +14,7 @@ use super::adapters::{Adapter, Adapters};
 use chrono::{DateTime, Utc};
 
 use crate::api::{ScanPolicy, ScanRequest};
-use crate::duration::{HOUR_MS, MINUTE_MS, SECOND_MS};
+use crate::duration::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
@@ -45,11 +45,23 @@ pub struct Config {
     #[arg(long, env = "SCAN_TIMEOUT", default_value = "30m", value_parser = crate::duration::flag_within::<{ MINUTE_MS }, { 24 * HOUR_MS }>)]
     pub scan_timeout: Duration,
     /// How often a queued ScanRequest checks for a free scan slot.
-    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::flag_within::<100, { 5 * MINUTE_MS }>)]
+    /// The last one given wins (a wrapper's default can be overridden).
+    #[arg(long, env = "QUEUE_POLL", default_value = "2s", value_parser = crate::duration::flag_within::<100, { 5 * MINUTE_MS }>, overrides_with = "queue_poll")]
     pub queue_poll: Duration,
     /// When a stalled ScanRequest is looked at again without any change.
     #[arg(long, env = "STALL_RECHECK", default_value = "5m", value_parser = crate::duration::flag_within::<{ 10 * SECOND_MS }, { 24 * HOUR_MS }>)]
     pub stall_recheck: Duration,
+    /// Forced rescans (changes of spec.rescanToken) a namespace may start per hour, in bursts
+    /// of a tenth of that (at least 1); beyond it a request waits with reason RescanRateLimited.
+    #[arg(long, env = "RESCANS_PER_HOUR", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rescans_per_hour: u32,
+    /// How long a report that no ScanRequest references is kept, e.g. 30d or 36h; 0 keeps
+    /// reports for ever. Values below a few minutes are for tests.
+    #[arg(long, env = "REPORT_RETENTION", default_value = "30d", value_parser = crate::duration::retention_flag::<{ SECOND_MS }>)]
+    pub report_retention: Duration,
+    /// How long a finished (done or failed) scan job row is kept after its last change.
+    #[arg(long, env = "JOB_RETENTION", default_value = "24h", value_parser = crate::duration::flag_within::<{ SECOND_MS }, { 30 * DAY_MS }>)]
+    pub job_retention: Duration,
     /// Report downloads (adapter fetches of ready reports) at once, across all ScanRequests:
     /// with --max-report-size it bounds the memory reports take.
     #[arg(long, env = "MAX_CONCURRENT_DOWNLOADS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -97,6 +109,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object.
     pub backoff: Backoff,
+    /// Forced rescans per namespace (`--rescans-per-hour`).
+    pub rescans: super::limits::RescanLimiter,
     /// Permits for report downloads (`--max-concurrent-downloads`).
     pub downloads: tokio::sync::Semaphore,
     /// Successful proofs of access, bounded in number and time.
@@ -133,6 +147,7 @@ impl Context {
             findings: FindingsCache::default(),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
+            rescans: super::limits::RescanLimiter::new(config.rescans_per_hour),
             access_options: AccessOptions::default(),
             submitters: Mutex::default(),
             client,
@@ -182,6 +197,30 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&report);
+    }
+
+    /// `--report-retention`, `None` when reports are kept for ever.
+    pub fn report_retention(&self) -> Option<Duration> {
+        Some(self.config.report_retention).filter(|r| !r.is_zero())
+    }
+
+    /// How often the leader records references and sweeps: a quarter of the shortest
+    /// retention, between 1s and 10m, so that a referenced report is refreshed several times
+    /// before it could age out.
+    pub fn sweep_interval(&self) -> Duration {
+        let shortest = self
+            .report_retention()
+            .map_or(self.config.job_retention, |r| {
+                r.min(self.config.job_retention)
+            });
+        (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+
+    /// A report read or referenced is refreshed when its last reference is older than this:
+    /// a quarter of the retention, at most 1h (few writes), always well inside the retention.
+    pub fn touch_after(&self) -> Option<Duration> {
+        self.report_retention()
+            .map(|r| (r / 4).min(Duration::from_secs(3600)))
     }
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {
@@ -329,6 +368,12 @@ impl Backoff {
         self.lock().remove(object);
     }
 
+    /// Keeps only the entries of objects `live` says still exist: a request deleted while the
+    /// watch was down (a re-list reports no deletion) would otherwise keep its counter.
+    pub fn retain(&self, live: impl Fn(&ObjectRef<ScanRequest>) -> bool) {
+        self.lock().retain(|object, _| live(object));
+    }
+
     /// Objects with failures on record.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -398,6 +443,24 @@ mod tests {
             "over the bound, it starts over"
         );
         assert_eq!(cache.lock().held, FINDINGS_CAPACITY);
+    }
+
+    #[test]
+    fn backoff_entries_of_objects_that_no_longer_exist_are_dropped() {
+        let backoff = Backoff::default();
+        let objects: Vec<_> = (0..1000)
+            .map(|i| ObjectRef::<ScanRequest>::new(&format!("sr-{i}")).within("ns"))
+            .collect();
+        for o in &objects {
+            backoff.failed(o.clone());
+        }
+        let live = objects[0].clone();
+        backoff.retain(|o| *o == live);
+        assert_eq!(backoff.len(), 1);
+        assert!(
+            backoff.failed(live) > Duration::from_millis(900),
+            "kept its count"
+        );
     }
 
     #[test]

@@ -93,6 +93,18 @@ pub enum ReconcileError {
     },
     #[error("the report database is unavailable: {0}")]
     Database(#[source] StoreError),
+    /// A new `spec.rescanToken` while the namespace has used its forced-rescan budget. Not a
+    /// failure to back off from: the rescan starts when the budget allows.
+    #[error(
+        "spec.rescanToken: forced rescans in namespace {namespace:?} are limited to {per_hour} an hour (bursts of {burst}, --rescans-per-hour); this one starts in about {}s and the stored reports stay in use until then",
+        .retry_after.as_secs().max(1)
+    )]
+    RescanRateLimited {
+        namespace: String,
+        per_hour: u32,
+        burst: u32,
+        retry_after: std::time::Duration,
+    },
     /// A bug: the reconcile panicked. The panic is contained to this object and retried with
     /// backoff; its message went to the log only (it might quote anything).
     #[error(
@@ -127,7 +139,10 @@ impl ReconcileError {
     /// Permanent errors need a person to change something; retrying alone cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::AdapterUnavailable { .. } | Self::Kube { .. } | Self::Panicked => false,
+            Self::AdapterUnavailable { .. }
+            | Self::Kube { .. }
+            | Self::Panicked
+            | Self::RescanRateLimited { .. } => false,
             Self::Access(e) => !e.is_transient(),
             Self::ScanUnavailable { transient, .. } => !transient,
             Self::Database(e) => !e.is_transient(),
@@ -162,6 +177,15 @@ impl ReconcileError {
             Self::Database(_) => "DatabaseUnavailable",
             Self::Kube { .. } => "KubernetesAPIError",
             Self::Panicked => "InternalError",
+            Self::RescanRateLimited { .. } => "RescanRateLimited",
+        }
+    }
+
+    /// When to look again, if this failure knows it (instead of the exponential backoff).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RescanRateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

@@ -20,16 +20,20 @@
 //!   (before step 8), the Event when it changes.
 //! * [`status`]: step 8 (settle, degrade, apply) and the kstatus conditions.
 //! * [`watch`]: the watch wiring of [`run`].
+//! * [`retention`]: the leader's reference recording and retention sweep.
 //! * [`error`]: [`ReconcileError`], permanent or transient.
+//! * [`limits`]: the per-namespace rate limit of forced rescans.
 
 pub mod adapters;
 pub mod context;
 pub mod credentials;
 pub mod decide;
 pub mod error;
+pub mod limits;
 pub mod plan;
 #[cfg(test)]
 mod proptests;
+pub mod retention;
 pub mod scan;
 pub mod status;
 pub mod verdict;

@@ -59,10 +59,21 @@ impl Plan {
         let registry_auth = authorization(&credentials);
         let rescan = match decide::rescan_demand(spec.rescan_token.as_deref(), sr.status.as_ref()) {
             RescanDemand::Known(rescan) => rescan,
-            RescanDemand::NewToken(token) => Rescan::Wanted {
-                token,
-                requested_at: decide::token_requested_at(ctx.store.now().await?),
-            },
+            RescanDemand::NewToken(token) => {
+                let namespace = sr.metadata.namespace.clone().unwrap_or_default();
+                if let Err(retry_after) = ctx.rescans.take(&namespace, std::time::Instant::now()) {
+                    return Err(ReconcileError::RescanRateLimited {
+                        namespace,
+                        per_hour: ctx.config.rescans_per_hour,
+                        burst: ctx.rescans.burst(),
+                        retry_after,
+                    });
+                }
+                Rescan::Wanted {
+                    token,
+                    requested_at: decide::token_requested_at(ctx.store.now().await?),
+                }
+            }
         };
         Ok(Self {
             adapter,
@@ -106,11 +117,13 @@ fn targets(
     Ok(targets)
 }
 
-/// The bounds of `spec.rescanAfter`, as the CRD's CEL rule has them.
-pub const RESCAN_AFTER_MIN: Duration = Duration::from_secs(60);
+/// The bounds of `spec.rescanAfter`, as the CRD's CEL rule has them. The floor is 1h: every
+/// expiry scans the artifact again for every report type, scanners' vulnerability databases
+/// change a few times a day at most, and a forced rescan (`rescanToken`) is there for "now".
+pub const RESCAN_AFTER_MIN: Duration = Duration::from_secs(3600);
 pub const RESCAN_AFTER_MAX: Duration = Duration::from_secs(8760 * 3600);
 
-/// `spec.rescanAfter`: a duration from 1m to 8760h. Checked here too: an object stored before
+/// `spec.rescanAfter`: a duration from 1h to 8760h. Checked here too: an object stored before
 /// the CEL rule existed must stall, not overflow the date arithmetic.
 pub fn parse_rescan_after(raw: &str) -> Result<Duration, ReconcileError> {
     crate::duration::parse_within(raw, RESCAN_AFTER_MIN, RESCAN_AFTER_MAX).map_err(|e| {

@@ -43,7 +43,7 @@ impl<'a> ReportTask<'a> {
     pub async fn drive(mut self) -> Result<Outcome, ReconcileError> {
         let store = &self.ctx.store;
         let report_id = self.key.report_id();
-        let (meta, job, now) = store.tuple_state(report_id).await?;
+        let (meta, job, now) = store.tuple_state(report_id, self.ctx.touch_after()).await?;
         self.stored = meta;
 
         // 4. A stored report that is fresh enough is used as it is.
@@ -82,6 +82,7 @@ impl<'a> ReportTask<'a> {
                 store
                     .request_scan(
                         self.key,
+                        sr.metadata.namespace.as_deref().unwrap_or_default(),
                         demand,
                         retry_failed,
                         self.ctx.config.stall_recheck,

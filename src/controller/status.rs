@@ -158,7 +158,11 @@ pub async fn degrade(
             Action::requeue(ctx.config.stall_recheck),
         )
     } else {
-        let delay = ctx.backoff.failed(sr.into());
+        // A failure that knows when it clears (a rate limit) waits exactly that long and is
+        // not counted as a failure; others back off exponentially.
+        let delay = error
+            .retry_after()
+            .unwrap_or_else(|| ctx.backoff.failed(sr.into()));
         tracing::warn!(error = %message, retry_in = ?delay, "transient failure; retrying");
         (
             transient(

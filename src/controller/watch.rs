@@ -181,6 +181,8 @@ pub async fn run(
             });
         controllers.push(controller);
     }
+    // The retention loop runs where the controllers run: on the leader only.
+    let retention = super::retention::run(ctx.clone(), stores.requests.clone(), shutdown.clone());
     let readiness = async move {
         for scanners in stores.scanners {
             scanners.wait_until_ready().await.ok();
@@ -194,7 +196,7 @@ pub async fn run(
         ready.send_replace(true);
         tracing::info!("watch caches synced");
     };
-    futures::join!(futures::future::join_all(controllers), readiness);
+    futures::join!(futures::future::join_all(controllers), readiness, retention);
     scanner_cache.abort();
     policy_cache.abort();
 }

@@ -318,6 +318,29 @@ impl MetadataCache {
         Ok(metadata)
     }
 
+    /// Drops entries older than the TTL (or never filled) that nobody is filling right now:
+    /// an adapter URL no Scanner uses any more would otherwise stay for ever.
+    pub fn prune_expired(&self) {
+        let ttl = self.ttl;
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, slot| match slot.try_lock() {
+                Ok(cached) => cached.as_ref().is_some_and(|c| c.fetched.elapsed() < ttl),
+                // Being fetched: in use.
+                Err(_) => true,
+            });
+    }
+
+    /// Adapters with an entry.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets an adapter, e.g. when its Scanner changed or was deleted.
     pub fn invalidate(&self, base_url: &str) {
         let key = normalise_base_url(base_url).unwrap_or_else(|_| base_url.to_owned());
@@ -325,5 +348,44 @@ impl MetadataCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn expired_and_empty_entries_are_pruned_and_fresh_or_busy_ones_stay() {
+        let cache = MetadataCache::new(Duration::from_secs(60));
+        let cached = |age: Duration| {
+            Arc::new(tokio::sync::Mutex::new(Some(Cached {
+                fetched: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                metadata: Arc::new(AdapterMetadata::from_wire(
+                    serde_json::from_value(serde_json::json!({
+                        "scanner": {"name": "t", "vendor": "v", "version": "1"},
+                        "capabilities": []
+                    }))
+                    .unwrap(),
+                    MimeType::parse(mime::METADATA_1_1).unwrap(),
+                )),
+            })))
+        };
+        let busy = Arc::new(tokio::sync::Mutex::new(None));
+        let guard = busy.try_lock().unwrap();
+        {
+            let mut entries = cache.entries.lock().unwrap();
+            entries.insert("http://fresh".into(), cached(Duration::ZERO));
+            entries.insert("http://old".into(), cached(Duration::from_secs(120)));
+            entries.insert("http://empty".into(), Arc::default());
+            entries.insert("http://busy".into(), busy.clone());
+        }
+        cache.prune_expired();
+        let mut left: Vec<String> = cache.entries.lock().unwrap().keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["http://busy", "http://fresh"]);
+        drop(guard);
+        cache.prune_expired();
+        assert_eq!(cache.len(), 1);
     }
 }

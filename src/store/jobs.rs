@@ -192,20 +192,36 @@ impl Store {
 
     /// The stored report's metadata, the job and the database clock of one report id, in one
     /// round trip.
+    ///
+    /// With `touch_after` (report retention is on), reading the report also records that it is
+    /// referenced when its `last_referenced_at` is older than that, in the same statement: a
+    /// retention sweep racing this read either deletes the row first (it then reads as
+    /// missing) or finds it refreshed and keeps it (see `store::retention`). A row older than
+    /// `touch_after` that could not be refreshed (the sweep holds or deleted it) reads as
+    /// missing.
     pub async fn tuple_state(
         &self,
         report_id: Uuid,
+        touch_after: Option<Duration>,
     ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
+        // Without retention nothing is refreshed: an age limit no row reaches.
+        let touch_secs = touch_after.map_or(f64::MAX, secs).min(1e11);
         let row = sqlx::query(concat!(
-            "SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
+            "WITH touched AS (UPDATE scan_report SET last_referenced_at = now() \
+               WHERE id = $1 AND last_referenced_at < now() - make_interval(secs => $2) \
+               RETURNING id) \
+             SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
              LEFT JOIN (SELECT ",
             meta_columns!(),
-            " FROM scan_report WHERE id = $1) AS r ON true \
+            " FROM scan_report WHERE id = $1 \
+               AND (last_referenced_at >= now() - make_interval(secs => $2) \
+                    OR EXISTS (SELECT 1 FROM touched))) AS r ON true \
              LEFT JOIN (SELECT ",
             job_columns!(),
             " FROM scan_job WHERE report_id = $1) AS j ON true"
         ))
         .bind(report_id)
+        .bind(touch_secs)
         .fetch_one(self.pool())
         .await
         .map_err(StoreError::query_err("reading a report and its scan job"))?;
@@ -229,16 +245,26 @@ impl Store {
     /// `needed_after`, or a failed one when `retry_failed` or when it failed longer than
     /// `failed_retry_after` ago. A job already queued or in flight is joined: its queue lease is
     /// refreshed and it is returned unchanged otherwise.
+    ///
+    /// `namespace` (the requester's) is recorded as a waiter of the job with the same queue
+    /// lease, in the same statement: the claim orders the queue round-robin across the
+    /// namespaces still waiting (see the fair-queue migration).
     pub async fn request_scan(
         &self,
         key: &ReportKey,
+        namespace: &str,
         needed_after: Option<DateTime<Utc>>,
         retry_failed: bool,
         failed_retry_after: Duration,
         leases: &Leases,
     ) -> Result<Job, StoreError> {
         let row = sqlx::query(returning_job!(
-            "INSERT INTO scan_job AS j (report_id, registration_uuid, digest, mime_type, state, \
+            "WITH waiter AS (INSERT INTO scan_job_waiter AS w \
+               (report_id, namespace, registration_uuid, lease_expires_at) \
+               VALUES ($1, $9, $2, now() + make_interval(secs => $5)) \
+               ON CONFLICT (report_id, namespace) DO UPDATE \
+               SET lease_expires_at = EXCLUDED.lease_expires_at) \
+             INSERT INTO scan_job AS j (report_id, registration_uuid, digest, mime_type, state, \
              lease_expires_at) \
              VALUES ($1, $2, $3, $4, 'queued', now() + make_interval(secs => $5)) \
              ON CONFLICT (report_id) DO UPDATE SET \
@@ -261,6 +287,7 @@ impl Store {
         .bind(needed_after.unwrap_or(DateTime::<Utc>::MAX_UTC))
         .bind(retry_failed)
         .bind(secs(failed_retry_after))
+        .bind(namespace)
         .fetch_optional(self.pool())
         .await
         .map_err(StoreError::query_err("requesting a scan"))?;
@@ -275,7 +302,8 @@ impl Store {
     }
 
     /// Tries to claim a queued (or abandoned) job for submission, honouring the scanner's
-    /// in-flight limit and first-come order among the entries still wanted. One round trip:
+    /// in-flight limit and a round-robin order across the namespaces still waiting (within a
+    /// namespace, first come first served). One round trip:
     /// the decision runs in `scan_job_claim()` (see the migrations) under a per-scanner lock.
     pub async fn claim(
         &self,
@@ -467,6 +495,26 @@ impl Store {
         .await
         .map_err(StoreError::query_err("recording a failed scan"))?;
         Ok(())
+    }
+
+    /// Queued jobs of one scanner per namespace still waiting for them (live queue and waiter
+    /// leases), sorted by namespace. A job several namespaces wait for counts in each; a job
+    /// without a live waiter counts under `""`.
+    pub async fn queue_depths(
+        &self,
+        registration_uuid: Uuid,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT coalesce(w.namespace, '') AS namespace, count(*) FROM scan_job j \
+             LEFT JOIN scan_job_waiter w \
+               ON w.report_id = j.report_id AND w.lease_expires_at > now() \
+             WHERE j.registration_uuid = $1 AND j.state = 'queued' AND j.lease_expires_at > now() \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(registration_uuid)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query_err("counting queued scans per namespace"))
     }
 
     /// In-flight (claimed or submitted, lease alive) and queued job counts of one scanner.

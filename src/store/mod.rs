@@ -1,16 +1,18 @@
 //! The PostgreSQL store: the connection pool, migrations and errors here; reports and their
-//! race-free upsert in [`reports`]; durable single-flight scan jobs in [`jobs`]. Both tables
-//! are keyed by the report id of an [`identity::ReportKey`](crate::identity::ReportKey).
+//! race-free upsert in [`reports`]; durable single-flight scan jobs in [`jobs`]; deletion of
+//! what is no longer needed in [`retention`]. Reports and jobs are keyed by the report id of an [`identity::ReportKey`](crate::identity::ReportKey).
 //!
 //! Reports live here, never in etcd; a ScanRequest's status only carries their ids and counts.
 
 pub mod jobs;
 pub mod reports;
+pub mod retention;
 
 pub use jobs::{Claim, Job, JobState, Leases};
 pub use reports::{
     NewReport, REPORT_LOCK_CLASS, ReportMeta, StoredReport, UPSERT_SQL, UpsertOutcome,
 };
+pub use retention::Swept;
 
 use std::time::Duration;
 
