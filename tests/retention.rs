@@ -47,6 +47,7 @@ async fn reports(store: &Store, keys: &[ReportKey], age: Duration) -> Vec<Uuid> 
             scanner_vendor: "Aqua Security".into(),
             scanner_version: "0.50.0".into(),
             generated_at: Utc::now(),
+            findings: None,
         };
         store.upsert(&new).await.unwrap();
     }
