@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 
 use devscanner::{DevScanner, DevScannerConfig};
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{Service, ServiceSpec};
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
-    APIService, APIServiceSpec, ServiceReference,
-};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use scanreport_operator::api::{ScanRequest, SeveritySummary};
 use scanreport_operator::identity::{self, Digest, MimeType, ReportKey};
 use scanreport_operator::store::{NewReport, PoolConfig, Store};
@@ -110,49 +106,7 @@ async fn main() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    Api::<Service>::namespaced(client.clone(), &system)
-        .create(
-            &PostParams::default(),
-            &Service {
-                metadata: ObjectMeta {
-                    name: Some("reports".into()),
-                    ..Default::default()
-                },
-                spec: Some(ServiceSpec {
-                    type_: Some("ExternalName".into()),
-                    external_name: Some("localhost".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("service");
-    Api::<APIService>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &APIService {
-                metadata: ObjectMeta {
-                    name: Some("v1alpha1.reports.scanreport.io".into()),
-                    ..Default::default()
-                },
-                spec: Some(APIServiceSpec {
-                    group: Some("reports.scanreport.io".into()),
-                    version: Some("v1alpha1".into()),
-                    group_priority_minimum: 1000,
-                    version_priority: 15,
-                    service: Some(ServiceReference {
-                        name: Some("reports".into()),
-                        namespace: Some(system.clone()),
-                        port: Some(i32::from(port)),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("apiservice");
+    testkit::aggregation::register_report_api(&client, &system, "reports", port).await;
 
     // Reports stored beforehand: the requests reuse them, so the run measures serving, not
     // scanning.

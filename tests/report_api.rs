@@ -6,11 +6,8 @@
 use std::process::Output;
 
 use devscanner::{DevScanner, DevScannerConfig, expected_summary};
-use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
-    APIService, APIServiceSpec, ServiceReference,
-};
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use scanreport_operator::api::ScanRequest;
@@ -24,7 +21,7 @@ use tokio::sync::OnceCell;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const SBOM: &str = "application/vnd.security.sbom.report+json; version=1.0";
-const APISERVICE: &str = "v1alpha1.reports.scanreport.io";
+use testkit::aggregation::APISERVICE;
 const READER_ROLE: &str = "scanreport-test-report-reader";
 
 /// One operator serving the report API for every test of this file: the APIService is
@@ -98,46 +95,7 @@ async fn start() -> Setup {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let service = Service {
-        metadata: ObjectMeta {
-            name: Some("scanreport-reports".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("ExternalName".into()),
-            external_name: Some("localhost".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<Service>::namespaced(client.clone(), &system)
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap();
-    let apiservice = APIService {
-        metadata: ObjectMeta {
-            name: Some(APISERVICE.into()),
-            ..Default::default()
-        },
-        spec: Some(APIServiceSpec {
-            group: Some("reports.scanreport.io".into()),
-            version: Some("v1alpha1".into()),
-            group_priority_minimum: 1000,
-            version_priority: 15,
-            service: Some(ServiceReference {
-                name: Some("scanreport-reports".into()),
-                namespace: Some(system.clone()),
-                port: Some(i32::from(port)),
-            }),
-            // No caBundle: the operator patches its self-signed CA in.
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<APIService>::all(client.clone())
-        .create(&PostParams::default(), &apiservice)
-        .await
-        .unwrap();
+    testkit::aggregation::register_report_api(&client, &system, "scanreport-reports", port).await;
 
     let listen = format!("127.0.0.1:{port}");
     let operator = Operator::start(

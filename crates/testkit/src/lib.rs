@@ -6,10 +6,12 @@
 //! - [`pgtest`]: a fresh PostgreSQL database per test, or a cluster of a test's own.
 //! - [`registry`]: a real OCI registry (Distribution with htpasswd) and test images pushed to it.
 //! - [`operator`]: the operator binary run as a process against the control plane, and Scanners.
+//! - [`aggregation`]: the report API's APIService, routed to the operator on loopback.
 //! - [`fixtures`]: builders for test ScanRequests and registry credential Secrets.
 //!
 //! The binary `control-plane` runs [`envtest`] as a process of its own, for scripts/demo.sh.
 
+pub mod aggregation;
 pub mod envtest;
 pub mod fixtures;
 pub mod operator;
