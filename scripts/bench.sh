@@ -4,6 +4,7 @@
 #   scripts/bench.sh upsert     only the store's upsert throughput
 #   scripts/bench.sh memory     peak RSS per report (no control plane needed)
 #   scripts/bench.sh report_api the report API: list and get latency, peak RSS for a large body
+#   scripts/bench.sh churn      ScanRequests created and deleted in waves: RSS, writes, table sizes
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator report_api)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator report_api policy churn)
 for b in "${benches[@]}"; do
   log "cargo bench --bench $b"
   cargo bench --bench "$b"
