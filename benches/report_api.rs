@@ -62,6 +62,21 @@ fn vm_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET /{path}` through the API server, with `accept` when given; the body as text.
+async fn get_text(client: &kube::Client, path: &str, accept: Option<&str>) -> String {
+    let mut req = kube::core::Request::new("")
+        .get(path, &Default::default())
+        .expect("request");
+    if let Some(accept) = accept {
+        req.headers_mut()
+            .insert("accept", accept.parse().expect("header"));
+    }
+    client
+        .request_text(req)
+        .await
+        .expect("GET through the API server")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -235,13 +250,9 @@ async fn main() {
     let get_path = path(&big_ns, "/big-vuln");
     let big_rounds = rounds.min(7);
     let get = timed(big_rounds, || {
-        let client = client.clone();
-        let get_path = get_path.clone();
+        let (client, get_path) = (client.clone(), get_path.clone());
         async move {
-            let req = kube::core::Request::new("")
-                .get(&get_path, &Default::default())
-                .expect("request");
-            let text = client.request_text(req).await.expect("get");
+            let text = get_text(&client, &get_path, None).await;
             assert!(text.len() > big_len, "the body is served whole");
         }
     })
@@ -264,41 +275,29 @@ async fn main() {
 
     // --- list of N reports against the list of the N ScanRequests ---
     let list = timed(rounds, || {
-        let client = client.clone();
-        let list_path = list_path.clone();
+        let (client, list_path) = (client.clone(), list_path.clone());
         async move {
-            let req = kube::core::Request::new("")
-                .get(&list_path, &Default::default())
-                .expect("request");
-            client.request_text(req).await.expect("list");
+            get_text(&client, &list_path, None).await;
         }
     })
     .await;
+    let floor_path = format!("apis/scanreport.io/v1alpha1/namespaces/{ns}/scanrequests");
     let list_floor = timed(rounds, || {
-        let client = client.clone();
-        let p = format!("apis/scanreport.io/v1alpha1/namespaces/{ns}/scanrequests");
+        let (client, floor_path) = (client.clone(), floor_path.clone());
         async move {
-            let req = kube::core::Request::new("")
-                .get(&p, &Default::default())
-                .expect("request");
-            client.request_text(req).await.expect("list");
+            get_text(&client, &floor_path, None).await;
         }
     })
     .await;
     let table = timed(rounds, || {
-        let client = client.clone();
-        let list_path = list_path.clone();
+        let (client, list_path) = (client.clone(), list_path.clone());
         async move {
-            let mut req = kube::core::Request::new("")
-                .get(&list_path, &Default::default())
-                .expect("request");
-            req.headers_mut().insert(
-                "accept",
-                "application/json;as=Table;v=v1;g=meta.k8s.io"
-                    .parse()
-                    .expect("header"),
-            );
-            client.request_text(req).await.expect("table");
+            get_text(
+                &client,
+                &list_path,
+                Some("application/json;as=Table;v=v1;g=meta.k8s.io"),
+            )
+            .await;
         }
     })
     .await;

@@ -50,29 +50,26 @@ fn with_type(value: Value, api_version: &str, kind: &str) -> Value {
     Value::Object(map)
 }
 
-pub fn api_group() -> Value {
-    let group = APIGroup {
+fn group() -> APIGroup {
+    APIGroup {
         name: GROUP.to_owned(),
         preferred_version: Some(group_version()),
         server_address_by_client_cidrs: None,
         versions: vec![group_version()],
-    };
+    }
+}
+
+pub fn api_group() -> Value {
     with_type(
-        serde_json::to_value(group).unwrap_or_default(),
+        serde_json::to_value(group()).unwrap_or_default(),
         "v1",
         "APIGroup",
     )
 }
 
 pub fn api_group_list() -> Value {
-    let group = APIGroup {
-        name: GROUP.to_owned(),
-        preferred_version: Some(group_version()),
-        server_address_by_client_cidrs: None,
-        versions: vec![group_version()],
-    };
     let list = APIGroupList {
-        groups: vec![group],
+        groups: vec![group()],
     };
     with_type(
         serde_json::to_value(list).unwrap_or_default(),
