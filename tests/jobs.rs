@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use scanreport_operator::identity::ReportKey;
 use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
-use scanreport_operator::store::{Claim, JobState, Leases, PoolConfig, Store};
+use scanreport_operator::store::{Claim, JobState, Leases, Opened, Opening, PoolConfig, Store};
 use testkit::pgtest;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -464,5 +464,225 @@ async fn a_job_two_namespaces_wait_for_counts_for_each_and_an_abandoned_waiter_s
     assert_eq!(
         store.queue_depths(reg).await.unwrap(),
         vec![("team-b".to_owned(), 1)]
+    );
+}
+
+fn new_report(t: &ReportKey) -> scanreport_operator::store::NewReport {
+    scanreport_operator::store::NewReport {
+        key: t.clone(),
+        report: serde_json::value::to_raw_value(&serde_json::json!({"vulnerabilities": []}))
+            .unwrap(),
+        summary: Default::default(),
+        findings: None,
+        scanner_name: "Trivy".into(),
+        scanner_vendor: "Aqua Security".into(),
+        scanner_version: "0.50.0".into(),
+        generated_at: chrono::Utc::now(),
+    }
+}
+
+fn opening<'a>(t: &'a ReportKey, holder: &'a str, max: i64, leases: &'a Leases) -> Opening<'a> {
+    Opening {
+        key: t,
+        namespace: "team-a",
+        max_in_flight: max,
+        holder,
+        leases,
+    }
+}
+
+/// Racing first reads of a new tuple: exactly one creates and claims the job in its read; the
+/// others either read that job or are told it exists, and join it through the usual request and
+/// claim without a second submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_reads_of_a_new_tuple_open_it_exactly_once() {
+    let store = store().await;
+    let t = tuple(7, "trivy");
+    let n = 32;
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (store, barrier, t) = (store.clone(), barrier.clone(), t.clone());
+            tokio::spawn(async move {
+                let holder = format!("replica-{i}");
+                let leases = leases();
+                barrier.wait().await;
+                let state = store
+                    .tuple_state_or_open(
+                        t.report_id(),
+                        None,
+                        Some(&opening(&t, &holder, 4, &leases)),
+                    )
+                    .await
+                    .unwrap();
+                match state.opened {
+                    Some(Opened::Won) => {
+                        assert!(state.job.is_none() && state.meta.is_none());
+                        true
+                    }
+                    Some(Opened::Queued { .. }) => panic!("one job, four slots: never queued"),
+                    Some(Opened::Exists) | None => {
+                        assert!(state.opened.is_some() || state.job.is_some());
+                        store
+                            .request_scan(&t, "team-a", None, false, HOUR, &leases)
+                            .await
+                            .unwrap();
+                        let claim = store
+                            .claim(t.report_id(), t.registration_uuid, 4, &holder, &leases)
+                            .await
+                            .unwrap();
+                        assert!(matches!(claim, Claim::Taken(_)), "{claim:?}");
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one first read claims the scan");
+    let job = store.job(t.report_id()).await.unwrap().unwrap();
+    assert!(matches!(job.state, JobState::Submitting { .. }));
+    assert_eq!(job.attempts, 1);
+}
+
+/// A read that opens honours the in-flight limit, and a tuple that has a job or a report is
+/// never opened: the read is then only a read.
+#[tokio::test]
+async fn opening_queues_at_the_limit_and_leaves_known_tuples_alone() {
+    let store = store().await;
+    let leases = leases();
+    let (a, b) = (tuple(11, "trivy"), tuple(12, "trivy"));
+    let first = store
+        .tuple_state_or_open(a.report_id(), None, Some(&opening(&a, "me", 1, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(first.opened, Some(Opened::Won));
+    let second = store
+        .tuple_state_or_open(b.report_id(), None, Some(&opening(&b, "me", 1, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(second.opened, Some(Opened::Queued { ahead: 0 }));
+    assert_eq!(
+        store.job(b.report_id()).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    // Known now: read, not opened again (no second claim attempt).
+    let again = store
+        .tuple_state_or_open(a.report_id(), None, Some(&opening(&a, "other", 1, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(again.opened, None);
+    assert!(matches!(
+        again.job.map(|j| j.state),
+        Some(JobState::Submitting { holder }) if holder == "me"
+    ));
+    // A stored report without a job (the job swept) is not opened either.
+    let c = tuple(13, "trivy");
+    store.upsert(&new_report(&c)).await.unwrap();
+    let stored = store
+        .tuple_state_or_open(c.report_id(), None, Some(&opening(&c, "me", 1, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(stored.opened, None);
+    assert!(stored.meta.is_some() && stored.job.is_none());
+    assert!(store.job(c.report_id()).await.unwrap().is_none());
+}
+
+/// The submission takes the first poll for the submitter; the report's upsert completes the
+/// scan in the same statement, once; a report kept (older than the stored one) still completes
+/// its scan.
+#[tokio::test]
+async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
+    let store = store().await;
+    let leases = leases();
+    let t = tuple(21, "trivy");
+    let state = store
+        .tuple_state_or_open(t.report_id(), None, Some(&opening(&t, "me", 4, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(state.opened, Some(Opened::Won));
+    assert!(
+        !store
+            .record_submission_and_poll(t.report_id(), "someone-else", "scan-1", &leases)
+            .await
+            .unwrap(),
+        "only the holder records its submission"
+    );
+    assert!(
+        store
+            .record_submission_and_poll(t.report_id(), "me", "scan-1", &leases)
+            .await
+            .unwrap()
+    );
+    // The poll is the submitter's: nobody else takes it before the claim lease runs out.
+    assert!(
+        !store
+            .take_poll(t.report_id(), "scan-1", leases.claim)
+            .await
+            .unwrap()
+    );
+    let (outcome, meta, took) = store
+        .complete_with_report(new_report(&t), Some("scan-1"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, scanreport_operator::store::UpsertOutcome::Inserted);
+    assert!(meta.is_some());
+    assert!(took.is_some(), "the scan was completed by the upsert");
+    let job = store.job(t.report_id()).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Done);
+    assert!(job.completed_at.is_some());
+    // Again (a late second fetch of the same scan): the report is kept, nothing to complete.
+    let mut older = new_report(&t);
+    older.generated_at -= chrono::Duration::hours(1);
+    let (outcome, meta, took) = store
+        .complete_with_report(older, Some("scan-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        scanreport_operator::store::UpsertOutcome::KeptExisting
+    );
+    assert!(meta.is_some(), "the stored row is read back");
+    assert!(took.is_none());
+
+    // A kept report still completes the scan it belongs to.
+    let u = tuple(22, "trivy");
+    store.upsert(&new_report(&u)).await.unwrap();
+    store
+        .request_scan(&u, "team-a", Some(chrono::Utc::now()), false, HOUR, &leases)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim(u.report_id(), u.registration_uuid, 4, "me", &leases)
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert!(
+        store
+            .record_submission_and_poll(u.report_id(), "me", "scan-2", &leases)
+            .await
+            .unwrap()
+    );
+    let mut stale = new_report(&u);
+    stale.generated_at -= chrono::Duration::hours(1);
+    let (outcome, _, took) = store
+        .complete_with_report(stale, Some("scan-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        scanreport_operator::store::UpsertOutcome::KeptExisting
+    );
+    assert!(took.is_some());
+    assert_eq!(
+        store.job(u.report_id()).await.unwrap().unwrap().state,
+        JobState::Done
     );
 }

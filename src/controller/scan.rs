@@ -13,7 +13,7 @@ use super::plan::Plan;
 use crate::api::{ReportPhase, ScanRequest};
 use crate::identity::ReportKey;
 use crate::metrics::Upsert;
-use crate::store::{Claim, JobState, Leases};
+use crate::store::{Claim, JobState, Leases, Opened, Opening};
 use crate::store::{NewReport, ReportMeta, UpsertOutcome};
 
 /// One report of one ScanRequest, through steps 4–7.
@@ -43,8 +43,34 @@ impl<'a> ReportTask<'a> {
     pub async fn drive(mut self) -> Result<Outcome, ReconcileError> {
         let store = &self.ctx.store;
         let report_id = self.key.report_id();
-        let (meta, job, now) = store.tuple_state(report_id, self.ctx.touch_after()).await?;
-        self.stored = meta;
+        // A new tuple (no report, no job) is also requested and claimed by this read.
+        let opening = Opening {
+            key: self.key,
+            namespace: self.sr.metadata.namespace.as_deref().unwrap_or_default(),
+            max_in_flight: self.plan.adapter.max_in_flight,
+            holder: &self.ctx.config.instance,
+            leases: &self.leases,
+        };
+        let state = store
+            .tuple_state_or_open(report_id, self.ctx.touch_after(), Some(&opening))
+            .await?;
+        let (job, now) = (state.job, state.now);
+        self.stored = state.meta;
+        match state.opened {
+            Some(Opened::Won) => return self.submit().await,
+            Some(Opened::Queued { .. }) => {
+                return Ok(self.waiting(
+                    ReportPhase::Pending,
+                    format!(
+                        "Waiting for a free scan slot of scanner {:?}",
+                        self.plan.adapter.name
+                    ),
+                    self.ctx.config.queue_poll,
+                ));
+            }
+            // Someone else created the job meanwhile: request and claim as for any job.
+            Some(Opened::Exists) | None => {}
+        }
 
         // 4. A stored report that is fresh enough is used as it is.
         let last_scan = job
@@ -171,9 +197,10 @@ impl<'a> ReportTask<'a> {
                 tracing::info!(scan_id, "scan submitted");
                 ctx.record_submitter(report_id, plan.redactor.clone());
                 ctx.metrics.scan_submitted(&plan.adapter.name);
+                // The first poll is taken with the submission: it follows at once.
                 if !ctx
                     .store
-                    .record_submission(report_id, holder, &scan_id, &self.leases)
+                    .record_submission_and_poll(report_id, holder, &scan_id, &self.leases)
                     .await?
                 {
                     // Our claim expired meanwhile and someone else took over; follow theirs.
@@ -210,7 +237,8 @@ impl<'a> ReportTask<'a> {
     }
 
     /// Steps 6–7: fetch the report; store it when it is there. `submitted_now`: the scan was
-    /// submitted by this reconcile (the Event then tells both).
+    /// submitted by this reconcile, which took the first poll with the submission (the Event
+    /// then tells both).
     async fn poll(self, scan_id: &str, submitted_now: bool) -> Result<Outcome, ReconcileError> {
         let (ctx, key) = (self.ctx, self.key);
         let report_id = key.report_id();
@@ -221,10 +249,11 @@ impl<'a> ReportTask<'a> {
         let _permit = ctx.downloads.acquire().await.ok();
         // One fetch per scan: whoever takes the poll downloads; joined requests wait for the
         // stored row.
-        if !ctx
-            .store
-            .take_poll(report_id, scan_id, self.leases.claim)
-            .await?
+        if !submitted_now
+            && !ctx
+                .store
+                .take_poll(report_id, scan_id, self.leases.claim)
+                .await?
         {
             return Ok(self.outcome(
                 pending,
@@ -244,14 +273,16 @@ impl<'a> ReportTask<'a> {
                     scanner_version: report.scanner.version,
                     generated_at: report.generated_at,
                 };
-                let (upserted, meta) = ctx.store.store_report(new).await?;
+                // The report and the end of its scan in one statement.
+                let (upserted, meta, took) =
+                    ctx.store.complete_with_report(new, Some(scan_id)).await?;
                 ctx.metrics.upserted(match upserted {
                     UpsertOutcome::Inserted => Upsert::Inserted,
                     UpsertOutcome::Updated => Upsert::Updated,
                     UpsertOutcome::KeptExisting => Upsert::KeptExisting,
                 });
                 ctx.forget_submitter(report_id);
-                if let Some(took) = ctx.store.complete(report_id, scan_id).await? {
+                if let Some(took) = took {
                     ctx.metrics.scan_completed(scanner, took);
                 }
                 tracing::info!(outcome = upserted.as_str(), "report stored");

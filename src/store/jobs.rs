@@ -89,6 +89,42 @@ pub enum Claim {
     Queued { ahead: i64 },
 }
 
+/// What [`Store::tuple_state_or_open`] needs to ask for and claim the scan of a new tuple: the
+/// arguments [`Store::request_scan`] and [`Store::claim`] take.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    pub key: &'a ReportKey,
+    /// The requester's namespace, recorded as a waiter of the job.
+    pub namespace: &'a str,
+    pub max_in_flight: i64,
+    pub holder: &'a str,
+    pub leases: &'a Leases,
+}
+
+/// What came of opening a new tuple's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The job was created and the caller holds its claim: submit now.
+    Won,
+    /// The job was created and waits for a free slot; `ahead` entries go first.
+    Queued { ahead: i64 },
+    /// Another requester created the job after the read: nothing changed; go on with
+    /// [`Store::request_scan`] and [`Store::claim`].
+    Exists,
+}
+
+/// A tuple's state as [`Store::tuple_state_or_open`] read it.
+#[derive(Debug, Clone)]
+pub struct TupleState {
+    pub meta: Option<ReportMeta>,
+    /// The job as read, before any opening.
+    pub job: Option<Job>,
+    /// The database clock.
+    pub now: DateTime<Utc>,
+    /// `Some` when the tuple was new and an opening was asked for.
+    pub opened: Option<Opened>,
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -204,25 +240,65 @@ impl Store {
         report_id: Uuid,
         touch_after: Option<Duration>,
     ) -> Result<(Option<ReportMeta>, Option<Job>, DateTime<Utc>), StoreError> {
+        let state = self
+            .tuple_state_or_open(report_id, touch_after, None)
+            .await?;
+        Ok((state.meta, state.job, state.now))
+    }
+
+    /// [`Store::tuple_state`] that, with `open`, also asks for and claims the scan of a tuple it
+    /// finds new (neither a report, nor a job): what [`Store::request_scan`] and
+    /// [`Store::claim`] would do next, in the same round trip (`scan_job_open()`, see the
+    /// migrations). `opened` says what came of it; `job` is the state read before.
+    pub async fn tuple_state_or_open(
+        &self,
+        report_id: Uuid,
+        touch_after: Option<Duration>,
+        open: Option<&Opening<'_>>,
+    ) -> Result<TupleState, StoreError> {
         // Without retention nothing is refreshed: an age limit no row reaches.
         let touch_secs = touch_after.map_or(f64::MAX, secs).min(1e11);
-        let row = sqlx::query(concat!(
-            "WITH touched AS (UPDATE scan_report SET last_referenced_at = now() \
-               WHERE id = $1 AND last_referenced_at < now() - make_interval(secs => $2) \
-               RETURNING id) \
-             SELECT now() AS db_now, r.*, j.* FROM (SELECT 1) AS one \
-             LEFT JOIN (SELECT ",
-            meta_columns!(),
-            " FROM scan_report WHERE id = $1 \
-               AND (last_referenced_at >= now() - make_interval(secs => $2) \
-                    OR EXISTS (SELECT 1 FROM touched))) AS r ON true \
-             LEFT JOIN (SELECT ",
-            job_columns!(),
-            " FROM scan_job WHERE report_id = $1) AS j ON true"
-        ))
-        .bind(report_id)
-        .bind(touch_secs)
-        .fetch_one(self.pool())
+        // One text without the opening (the common read) and one with it.
+        macro_rules! read_state {
+            ($($open:literal)?) => {
+                concat!(
+                    "WITH touched AS (UPDATE scan_report SET last_referenced_at = now() \
+                       WHERE id = $1 AND last_referenced_at < now() - make_interval(secs => $2) \
+                       RETURNING id) \
+                     SELECT now() AS db_now, r.*, j.*",
+                    $(", o.outcome AS opened, o.ahead AS opened_ahead", $open,)?
+                    " FROM (SELECT 1) AS one LEFT JOIN (SELECT ",
+                    meta_columns!(),
+                    " FROM scan_report WHERE id = $1 \
+                       AND (last_referenced_at >= now() - make_interval(secs => $2) \
+                            OR EXISTS (SELECT 1 FROM touched))) AS r ON true \
+                     LEFT JOIN (SELECT ",
+                    job_columns!(),
+                    " FROM scan_job WHERE report_id = $1) AS j ON true",
+                    $(" LEFT JOIN LATERAL scan_job_open(r.id IS NULL AND j.report_id IS NULL, \
+                       $1, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS o ON true", $open)?
+                )
+            };
+        }
+        let row = match open {
+            None => sqlx::query(read_state!())
+                .bind(report_id)
+                .bind(touch_secs)
+                .fetch_one(self.pool()),
+            Some(o) => sqlx::query(read_state!(""))
+                .bind(report_id)
+                .bind(touch_secs)
+                .bind(o.key.registration_uuid)
+                .bind(o.key.digest.as_str())
+                .bind(o.key.mime_type.as_str())
+                .bind(o.namespace)
+                .bind(secs(o.leases.queue))
+                .bind(o.max_in_flight)
+                .bind(o.holder)
+                .bind(secs(o.leases.claim))
+                .bind(QUEUE_LOCK_CLASS)
+                .fetch_one(self.pool()),
+        }
         .await
         .map_err(StoreError::query_err("reading a report and its scan job"))?;
         let q = StoreError::query_err("decoding a report and its scan job");
@@ -235,7 +311,33 @@ impl Store {
             Some(_) => Some(job_from_row(&row)?),
             None => None,
         };
-        Ok((meta, job, now))
+        let opened = match open {
+            None => None,
+            Some(_) => {
+                let outcome: Option<String> = row.try_get("opened").map_err(q)?;
+                let ahead: Option<i64> = row.try_get("opened_ahead").map_err(q)?;
+                match outcome.as_deref() {
+                    None => None,
+                    Some("won") => Some(Opened::Won),
+                    Some("queued") => Some(Opened::Queued {
+                        ahead: ahead.unwrap_or_default(),
+                    }),
+                    Some("exists") => Some(Opened::Exists),
+                    Some(other) => {
+                        return Err(StoreError::Corrupt {
+                            id: report_id,
+                            reason: format!("opening the scan job answered {other:?}"),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(TupleState {
+            meta,
+            job,
+            now,
+            opened,
+        })
     }
 
     /// Asks for a scan of `key` that completes after `needed_after` (`None`: any completed
@@ -359,6 +461,33 @@ impl Store {
         .bind(holder)
         .bind(scan_id)
         .bind(secs(leases.scan))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query_err("recording a scan submission"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// [`Store::record_submission`] that also takes the scan's first poll for the caller (what
+    /// [`Store::take_poll`] with the claim lease would do next), in the same statement: the
+    /// submitter polls at once, and should it die, others poll once the claim lease ran out.
+    pub async fn record_submission_and_poll(
+        &self,
+        report_id: Uuid,
+        holder: &str,
+        scan_id: &str,
+        leases: &Leases,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scan_job SET state = 'submitted', scan_id = $3, submitted_at = now(), \
+               next_poll_at = now() + make_interval(secs => $5), \
+               lease_expires_at = now() + make_interval(secs => $4), updated_at = now() \
+             WHERE report_id = $1 AND state = 'submitting' AND holder = $2",
+        )
+        .bind(report_id)
+        .bind(holder)
+        .bind(scan_id)
+        .bind(secs(leases.scan))
+        .bind(secs(leases.claim))
         .execute(self.pool())
         .await
         .map_err(StoreError::query_err("recording a scan submission"))?;

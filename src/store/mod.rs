@@ -8,9 +8,9 @@ pub mod jobs;
 pub mod reports;
 pub mod retention;
 
-pub use jobs::{Claim, Job, JobState, Leases};
+pub use jobs::{Claim, Job, JobState, Leases, Opened, Opening, TupleState};
 pub use reports::{
-    NewReport, REPORT_LOCK_CLASS, ReportMeta, StoredReport, UPSERT_SQL, UpsertOutcome,
+    Completed, NewReport, REPORT_LOCK_CLASS, ReportMeta, StoredReport, UPSERT_SQL, UpsertOutcome,
 };
 pub use retention::Swept;
 

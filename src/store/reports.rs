@@ -57,6 +57,14 @@ impl UpsertOutcome {
     }
 }
 
+/// What an upsert that may complete a scan did, the metadata of the row when it wrote it, and
+/// how long the completed scan took from submission (`None`: no job was completed).
+pub type Completed = (
+    UpsertOutcome,
+    Option<ReportMeta>,
+    Option<std::time::Duration>,
+);
+
 /// A stored report without its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportMeta {
@@ -79,18 +87,23 @@ pub struct StoredReport {
     pub report: serde_json::Value,
 }
 
-// One statement, three guarantees:
+// One statement, these guarantees:
 // * The CTE takes a transaction-scoped advisory lock on the report id before the INSERT runs.
 //   ON CONFLICT only arbitrates its target index; a concurrent *first* insert would otherwise
 //   fail on the other unique index (the primary key) with 23505. Serialised writers of one tuple
 //   instead find the committed row and take the DO UPDATE path.
 // * DO UPDATE only when the incoming report is strictly newer: an older one never overwrites.
-// * `xmax = 0` tells an insert from an update; no row returned means the existing one was kept.
+// * `xmax = 0` tells an insert from an update; `inserted` NULL means the existing one was kept.
 // * `generated_at` is at most the database clock plus the allowed skew ($18 seconds): an
 //   adapter's timestamp in the future would otherwise keep every later report out for ever.
 // * The findings ($19) travel with the report: a row never pairs one report with another's.
+// * With a scan id ($20), the scan job is marked done in the same statement (what
+//   `Store::complete` does): the report and the end of its scan commit together, one round
+//   trip. Its UPDATE waits for the advisory lock first, so two writers of one tuple always take
+//   the lock and the job row in the same order. NULL matches no job.
 pub const UPSERT_SQL: &str = r#"
-WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text)))
+WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text))),
+written AS (
 INSERT INTO scan_report AS r (
     id, digest, registration_uuid, mime_type, report,
     critical_cnt, high_cnt, medium_cnt, low_cnt, unknown_cnt, none_cnt, fixable_cnt,
@@ -109,7 +122,14 @@ ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     generated_at = EXCLUDED.generated_at,
     updated_at = now()
 WHERE r.generated_at < EXCLUDED.generated_at
-RETURNING (xmax = 0) AS inserted, created_at, updated_at, r.generated_at
+RETURNING (xmax = 0) AS inserted, created_at, updated_at, r.generated_at),
+completed AS (
+UPDATE scan_job SET state = 'done', completed_at = now(), scan_id = NULL, holder = NULL,
+    lease_expires_at = NULL, next_poll_at = NULL, last_error = NULL, updated_at = now()
+WHERE report_id = $1 AND scan_id = $20 AND state = 'submitted' AND EXISTS (SELECT 1 FROM serialise)
+RETURNING extract(epoch FROM now() - coalesce(submitted_at, now()))::float8 AS took)
+SELECT w.inserted, w.created_at, w.updated_at, w.generated_at, c.took
+FROM (SELECT 1) AS one LEFT JOIN written AS w ON true LEFT JOIN completed AS c ON true
 "#;
 
 /// The metadata columns of `scan_report` (everything but the report body): the one list every
@@ -214,13 +234,30 @@ impl Store {
     /// buffer) at the peak instead of three.
     pub async fn store_report(
         &self,
-        mut report: NewReport,
+        report: NewReport,
     ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        let (outcome, meta, _) = self.complete_with_report(report, None).await?;
+        Ok((outcome, meta))
+    }
+
+    /// [`Store::store_report`] of the report of scan `scan_id`, which also marks that scan's
+    /// job done in the same statement (what [`Store::complete`] does, without its round trip).
+    /// The third value is how long the scan took from submission, `None` when the job had
+    /// already moved on.
+    pub async fn complete_with_report(
+        &self,
+        mut report: NewReport,
+        scan_id: Option<&str>,
+    ) -> Result<Completed, StoreError> {
         let body = std::mem::replace(&mut report.report, empty_body());
-        match self.write_with(&report, Some(body)).await? {
-            (outcome, Some(meta)) => Ok((outcome, Some(meta))),
-            (outcome, None) => Ok((outcome, self.get_meta(report.id()).await?)),
-        }
+        let (outcome, meta, took) = self.write_with(&report, Some(body), scan_id).await?;
+        let meta = match meta {
+            Some(meta) => Some(meta),
+            // Kept: the newer row was committed by another writer, read it (rare: one fetch
+            // per scan).
+            None => self.get_meta(report.id()).await?,
+        };
+        Ok((outcome, meta, took))
     }
 
     /// The upsert; the metadata of the row when this call wrote it.
@@ -228,16 +265,18 @@ impl Store {
         &self,
         report: &NewReport,
     ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
-        self.write_with(report, None).await
+        let (outcome, meta, _) = self.write_with(report, None, None).await?;
+        Ok((outcome, meta))
     }
 
     /// The upsert of `report`, with `body` instead of its own when given (then dropped once
-    /// bound).
+    /// bound), completing scan `scan_id` when given.
     async fn write_with(
         &self,
         report: &NewReport,
         body: Option<Box<serde_json::value::RawValue>>,
-    ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
+        scan_id: Option<&str>,
+    ) -> Result<Completed, StoreError> {
         let id = report.id();
         let s = &report.summary;
         // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
@@ -265,20 +304,25 @@ impl Store {
             .bind(generated_at)
             .bind(self.max_clock_skew.as_secs_f64())
             .bind(report.findings.as_ref().map(sqlx::types::Json))
-            .fetch_optional(&self.pool)
+            .bind(scan_id)
+            .fetch_one(&self.pool)
             .await
             .map_err(StoreError::query_err("upserting a report"))?;
-        let Some(row) = row else {
-            return Ok((UpsertOutcome::KeptExisting, None));
-        };
         let corrupt = |e: sqlx::Error| StoreError::Corrupt {
             id,
             reason: e.to_string(),
         };
-        let outcome = if row.try_get::<bool, _>("inserted").map_err(corrupt)? {
-            UpsertOutcome::Inserted
-        } else {
-            UpsertOutcome::Updated
+        let took = row
+            .try_get::<Option<f64>, _>("took")
+            .map_err(corrupt)?
+            .map(|secs| std::time::Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default());
+        let outcome = match row
+            .try_get::<Option<bool>, _>("inserted")
+            .map_err(corrupt)?
+        {
+            None => return Ok((UpsertOutcome::KeptExisting, None, took)),
+            Some(true) => UpsertOutcome::Inserted,
+            Some(false) => UpsertOutcome::Updated,
         };
         let meta = ReportMeta {
             id,
@@ -293,7 +337,7 @@ impl Store {
             created_at: row.try_get("created_at").map_err(corrupt)?,
             updated_at: row.try_get("updated_at").map_err(corrupt)?,
         };
-        Ok((outcome, Some(meta)))
+        Ok((outcome, Some(meta), took))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
