@@ -4,9 +4,11 @@
 //! `DATABASE_URL=... cargo bench --bench upsert` (scripts/bench.sh starts a throwaway server).
 //! Env: `BENCH_SECONDS` per phase (default 10), `BENCH_WRITERS` (default 8), `PGBENCH` (path).
 //!
-//! Phases: our store with 8 concurrent writers over distinct tuples, then over one hot tuple;
-//! then `pgbench -c 8 -M prepared` running the very same statement text (generated from
-//! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter.
+//! Phases, over distinct tuples and then over one hot tuple: our store with 8 concurrent
+//! writers; the same statement and binds through sqlx with a connection per writer (no pool);
+//! `pgbench -c 8 -M prepared` running the very same statement text (generated from
+//! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter; and pgbench without
+//! the advisory lock, to show what it costs.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -107,13 +109,86 @@ async fn run_store(store: &Store, writers: usize, secs: u64, hot: bool) -> (u64,
     (ops, ops as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The same statement and binds as `Store::upsert`, through sqlx, but each writer on a connection
+/// of its own instead of the pool: the difference to the store is what the pool costs, the
+/// difference to pgbench what the driver and the binding cost.
+async fn run_direct(url: &str, writers: usize, secs: u64, hot: bool) -> (u64, f64) {
+    use sqlx::Connection;
+    let body: Arc<Box<serde_json::value::RawValue>> =
+        Arc::new(serde_json::value::to_raw_value(&sample_report()).expect("report serialises"));
+    let next = Arc::new(AtomicU64::new(3 << 40));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (body, next, done, url) =
+                (body.clone(), next.clone(), done.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+                while Instant::now() < deadline {
+                    let n = if hot {
+                        1
+                    } else {
+                        next.fetch_add(1, Ordering::Relaxed)
+                    };
+                    let r = report(n, &body);
+                    let s = &r.summary;
+                    sqlx::query(UPSERT_SQL)
+                        .bind(r.id())
+                        .bind(r.key.digest.as_str())
+                        .bind(r.key.registration_uuid)
+                        .bind(r.key.mime_type.as_str())
+                        .bind(sqlx::types::Json(&*r.report))
+                        .bind(s.critical)
+                        .bind(s.high)
+                        .bind(s.medium)
+                        .bind(s.low)
+                        .bind(s.unknown)
+                        .bind(s.none)
+                        .bind(s.fixable)
+                        .bind(&r.scanner_name)
+                        .bind(&r.scanner_vendor)
+                        .bind(&r.scanner_version)
+                        .bind(REPORT_LOCK_CLASS)
+                        .bind(r.generated_at)
+                        .bind(60.0f64)
+                        .bind(None::<sqlx::types::Json<serde_json::Value>>)
+                        .bind(None::<&str>)
+                        .fetch_one(&mut conn)
+                        .await
+                        .expect("upsert");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let ops = done.load(Ordering::Relaxed);
+    (ops, ops as f64 / start.elapsed().as_secs_f64())
+}
+
 /// The store's upsert statement rewritten for pgbench variables: same text, same lock, same
 /// conflict handling. `:n` picks the tuple; the report is bound as `:report` per execution.
-fn pgbench_script(hot: bool) -> String {
+/// `lock: false` replaces the advisory lock by a constant, to show what the lock costs.
+fn pgbench_script(hot: bool, lock: bool) -> String {
     let reg = default_registration_uuid("trivy").expect("uuid");
     let mut sql = UPSERT_SQL.trim().to_owned();
+    if !lock {
+        let locked = "SELECT pg_advisory_xact_lock($16, hashtext($1::text))";
+        assert!(
+            sql.contains(locked),
+            "the upsert takes its lock as expected"
+        );
+        sql = sql.replace(locked, "SELECT 1");
+    }
     // Highest placeholder first so `$1` does not clobber `$16`.
     let values = [
+        // No scan job to complete, no findings: as `Store::upsert` binds them here.
+        ("$20", "NULL::text".to_owned()),
+        ("$19", "NULL::jsonb".to_owned()),
         ("$18", "60".to_owned()),
         ("$17", "now()".to_owned()),
         ("$16", REPORT_LOCK_CLASS.to_string()),
@@ -147,10 +222,10 @@ fn pgbench_script(hot: bool) -> String {
     format!("{pick}\n{};\n", sql.replace('\n', " "))
 }
 
-fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool) -> f64 {
+fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool, lock: bool) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("upsert.sql");
-    std::fs::write(&script, pgbench_script(hot)).expect("write pgbench script");
+    std::fs::write(&script, pgbench_script(hot, lock)).expect("write pgbench script");
     let report = sample_report().to_string();
     let pgbench =
         std::env::var("PGBENCH").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pgbench".into());
@@ -236,20 +311,32 @@ async fn main() {
     let mut rows = Vec::new();
     for (label, hot) in [("distinct tuples", false), ("one hot tuple", true)] {
         let (ops, ours) = run_store(&store, writers, secs, hot).await;
-        let floor = run_pgbench(&url, writers, secs, hot);
+        let (_, direct) = run_direct(&url, writers, secs, hot).await;
+        let floor = run_pgbench(&url, writers, secs, hot, true);
+        let unlocked = run_pgbench(&url, writers, secs, hot, false);
         let ratio = ours / floor * 100.0;
-        println!("{label}: store {ours:.0}/s ({ops} upserts), pgbench {floor:.0}/s, {ratio:.0}%");
-        rows.push((label, ours, floor, ratio));
+        println!(
+            "{label}: store {ours:.0}/s ({ops} upserts), sqlx without the pool {direct:.0}/s, \
+             pgbench {floor:.0}/s, pgbench without the advisory lock {unlocked:.0}/s, {ratio:.0}%"
+        );
+        rows.push((label, ours, direct, floor, unlocked));
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM scan_report")
         .fetch_one(store.pool())
         .await
         .expect("count");
     println!("rows after the run: {count}");
-    println!("\n| workload | store (upserts/s) | pgbench -c {writers} (tps) | store / pgbench |");
-    println!("|---|---:|---:|---:|");
-    for (label, ours, floor, ratio) in rows {
-        println!("| {label} | {ours:.0} | {floor:.0} | {ratio:.0}% |");
+    println!(
+        "\n| workload | store (upserts/s) | sqlx, a connection per writer | pgbench -c {writers} (tps) | store / pgbench | sqlx / pgbench | pgbench without the advisory lock | lock costs pgbench |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, ours, direct, floor, unlocked) in rows {
+        println!(
+            "| {label} | {ours:.0} | {direct:.0} | {floor:.0} | {:.0}% | {:.0}% | {unlocked:.0} | {:.0}% |",
+            ours / floor * 100.0,
+            direct / floor * 100.0,
+            (1.0 - floor / unlocked) * 100.0
+        );
     }
     store.pool().close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

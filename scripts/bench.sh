@@ -5,6 +5,10 @@
 #   scripts/bench.sh memory     peak RSS per report (no control plane needed)
 #   scripts/bench.sh report_api the report API: list and get latency, peak RSS for a large body
 #   scripts/bench.sh churn      ScanRequests created and deleted in waves: RSS, writes, table sizes
+#   scripts/bench.sh operator   1,000 ScanRequests (distinct digests) against the floors
+#   scripts/bench.sh operator_10k
+#                               10,000 ScanRequests, 70% sharing 100 digests, 30% distinct
+# BENCH_RUNS=3 repeats each benchmark (every run prints its own tables).
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +17,29 @@ source scripts/lib/common.sh
 ensure_packages cc:gcc python3:python3
 trap pg_stop EXIT
 trap 'exit 130' INT TERM
+# Statement counts per query (benches/operator.rs) need pg_stat_statements preloaded.
+if [[ -e /usr/lib/postgresql/15/lib/pg_stat_statements.so ]]; then
+  export PG_SERVER_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=1000"
+fi
 [[ -n ${DATABASE_URL:-} ]] || pg_start
 KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator report_api policy churn)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator operator_10k report_api policy churn)
+runs=${BENCH_RUNS:-1}
 for b in "${benches[@]}"; do
-  log "cargo bench --bench $b"
-  cargo bench --bench "$b"
+  for ((run = 1; run <= runs; run++)); do
+    case $b in
+      operator_10k)
+        log "cargo bench --bench operator, 10,000 requests (run $run/$runs)"
+        BENCH_REQUESTS=10000 BENCH_SHARED_PERCENT=70 BENCH_SHARED_DIGESTS=100 \
+          cargo bench --bench operator
+        ;;
+      *)
+        log "cargo bench --bench $b (run $run/$runs)"
+        cargo bench --bench "$b"
+        ;;
+    esac
+  done
 done

@@ -31,6 +31,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # Starts a throwaway PostgreSQL 15 cluster on a free loopback port and exports DATABASE_URL.
 # The cluster lives in a temp dir and is stopped and removed by pg_stop (call it from a trap).
+# PG_SERVER_OPTIONS adds server options (e.g. "-c shared_preload_libraries=pg_stat_statements").
 pg_start() {
   ensure_packages "$PG_BIN/initdb:postgresql-15"
   PG_DIR=$(mktemp -d /tmp/scanreport-pg.XXXXXX)
@@ -44,7 +45,7 @@ pg_start() {
   "${as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
   "${as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/data/server.log" -w -t 60 \
-    -o "-p $port -k $PG_DIR/data -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-p $port -k $PG_DIR/data -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off ${PG_SERVER_OPTIONS:-}" \
     start >/dev/null || { cat "$PG_DIR/data/server.log" >&2; die "PostgreSQL did not start"; }
   PG_PORT=$port
   PG_AS=("${as[@]}")
