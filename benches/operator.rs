@@ -88,9 +88,11 @@ struct Mix {
 impl Mix {
     fn digest(&self, i: usize) -> String {
         if i % 100 < self.shared_percent {
+            // The k-th shared request takes the shared digests in turn.
+            let k = i / 100 * self.shared_percent + i % 100;
             format!(
                 "sha256:{:064x}",
-                0x5a4e_0000u64 + (i % self.shared_digests) as u64
+                0x5a4e_0000u64 + (k % self.shared_digests) as u64
             )
         } else {
             format!("sha256:{:064x}", 0xbe9c_0000_0000u64 + i as u64)

@@ -161,6 +161,11 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // No ping before every acquire: it was a second round trip in front of every
+            // statement. sqlx still pings each connection when it is returned (in the
+            // background) and drops a broken one; a connection that dies while idle fails its
+            // next statement with an I/O error, which is transient (the reconcile retries).
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
