@@ -11,7 +11,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use scanreport_operator::api::{ArtifactMimeType, ReportPhase, ScanRequest, SeveritySummary};
-use scanreport_operator::store::{PoolConfig, Store};
 use testkit::fixtures::{ScanRequestBuilder, SecretBuilder};
 use testkit::operator::{self, Operator, WAIT, create, create_scanner};
 use testkit::registry::{PushedImage, PushedIndex, TestRegistry};
@@ -37,11 +36,7 @@ struct Fixture {
 async fn fixture(prefix: &str, adapter: DevScannerConfig, flags: &[&str]) -> Fixture {
     let env: &TestEnv = testkit::env().await;
     let client = env.client();
-    let database_url = pgtest::fresh_database(prefix).await;
-    let store = Store::connect(&database_url, &PoolConfig::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let database_url = pgtest::migrated_database(prefix).await;
     let registry = TestRegistry::start(&[USER]).unwrap();
     let adapter = DevScanner::start(adapter).await.unwrap();
     let scanner = format!("{prefix}-{:x}", rand::random::<u32>());
@@ -490,11 +485,7 @@ async fn an_index_with_more_platforms_than_allowed_a_nested_or_an_oversized_inde
 
     // An index larger than --max-index-size, with an operator of its own.
     let env = testkit::env().await;
-    let database_url = pgtest::fresh_database("art-limits-size").await;
-    let store = Store::connect(&database_url, &PoolConfig::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let database_url = pgtest::migrated_database("art-limits-size").await;
     let ns_small = fresh_namespace(&f.client, "art-limits-small").await;
     SecretBuilder::docker_config()
         .name(SECRET)
