@@ -348,25 +348,29 @@ async fn inspect(
         &spec.platforms,
     );
     let top = proof_key(sr, access, digest.as_str());
-    let known = ctx
-        .content(&content_key)
-        .filter(|_| ctx.proven(&top, Instant::now()));
+    let known = ctx.content(&content_key);
     let content = match known {
-        Some(known) => known,
-        None => {
+        Some(known) if ctx.proven(&top, Instant::now()) => known,
+        // A proof that expired is made again; what the digest is need not be read again.
+        known => {
             let served = prove(sr, ctx, access, top, None).await?;
             let media_type = served_type(served.as_deref(), spec.artifact.mime_type, digest)?;
-            let children = if media_type.is_index() {
-                read_index(ctx, access, repository, digest, &spec.platforms).await?
-            } else {
-                Vec::new()
-            };
-            let fresh = Arc::new(Content {
-                media_type,
-                children,
-            });
-            ctx.remember_content(content_key, fresh.clone());
-            fresh
+            match known.filter(|k| k.media_type == media_type) {
+                Some(known) => known,
+                None => {
+                    let children = if media_type.is_index() {
+                        read_index(ctx, access, repository, digest, &spec.platforms).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let fresh = Arc::new(Content {
+                        media_type,
+                        children,
+                    });
+                    ctx.remember_content(content_key, fresh.clone());
+                    fresh
+                }
+            }
         }
     };
     if !content.media_type.is_index() {
