@@ -31,6 +31,7 @@
 //! * `reports_api`: the aggregated API `reports.scanreport.io` that serves stored reports to `kubectl` under RBAC (see its module docs).
 //! * `http`: health, readiness and metrics endpoints.
 //! * `metrics`: Prometheus metrics.
+//! * `memory`: freed memory handed back to the system (glibc `malloc_trim`) after bursts.
 //! * `run`: `scanreport-operator run`: wiring, leader election (`LeaderElection` flags), shutdown.
 //! * `telemetry`: logging set-up.
 
@@ -39,6 +40,7 @@ pub mod controller;
 pub mod duration;
 pub mod http;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod redact;
