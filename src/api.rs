@@ -67,7 +67,7 @@ pub const CONDITION_STALLED: &str = "Stalled";
     namespaced,
     status = "ScanRequestStatus",
     printcolumn = r#"{"name":"Scanner","type":"string","jsonPath":".spec.scanner"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".spec.artifact.digest"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.artifact.digest"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Critical","type":"integer","jsonPath":".status.summary.critical"}"#,
     printcolumn = r#"{"name":"High","type":"integer","jsonPath":".status.summary.high"}"#,
@@ -91,6 +91,17 @@ pub struct ScanRequestSpec {
     pub registry: RegistrySpec,
     /// The artifact to scan.
     pub artifact: ArtifactSpec,
+    /// Platforms of an image index to scan, e.g. `[linux/amd64]` (`os/architecture`, with an
+    /// optional `/variant`; one without a variant matches every variant). Default: every
+    /// platform of the index except attestation manifests (`unknown/unknown`). Ignored for a
+    /// single-platform image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_PLATFORMS_LISTED),
+        inner(regex(pattern = PLATFORM_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub platforms: Vec<String>,
     /// Report MIME types to produce, one report each. Compared in canonical form.
     #[serde(default = "default_report_mime_types")]
     #[schemars(
@@ -240,25 +251,50 @@ pub struct LocalSecretReference {
     pub name: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Most platforms one request scans; `spec.platforms` may list no more.
+pub const MAX_PLATFORMS_LISTED: usize = 32;
+/// `os/architecture` with an optional `/variant`, as image indexes name platforms.
+pub const PLATFORM_PATTERN: &str = r"^[a-z0-9._-]{1,32}/[a-z0-9._-]{1,32}(/[a-z0-9._-]{1,32})?$";
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.digest) || has(self.tag)")
+    .message("spec.artifact needs a digest or a tag: set spec.artifact.digest (sha256:...) or spec.artifact.tag (e.g. 1.27)").field_path(".digest").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!has(self.resolveEvery) || has(self.tag)")
+    .message("spec.artifact.resolveEvery needs spec.artifact.tag: only a tag can move").field_path(".resolveEvery").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "!has(self.resolveEvery) || (duration(self.resolveEvery) >= duration('1m') && duration(self.resolveEvery) <= duration('8760h'))"
+).message("spec.artifact.resolveEvery must be a duration from 1m to 8760h (365 days), such as 1h").field_path(".resolveEvery").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactSpec {
     /// Repository within the registry, e.g. `library/nginx`.
     #[schemars(length(min = 1, max = 255), regex(pattern = REPOSITORY_PATTERN))]
     pub repository: String,
-    /// Content digest: `sha256:` + 64 or `sha512:` + 128 lowercase hex characters.
+    /// Content digest: `sha256:` + 64 or `sha512:` + 128 lowercase hex characters. Optional
+    /// when `tag` is set: the operator then resolves the tag. With both, the digest is
+    /// scanned and a tag that points elsewhere is reported (condition `TagMismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DIGEST_PATTERN))]
-    pub digest: String,
-    /// Tag, for information only: the digest identifies the artifact.
+    pub digest: Option<String>,
+    /// Tag, e.g. `1.27`: resolved to a digest with the request's own credentials (recorded in
+    /// `status.artifact`) when no digest is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = TAG_PATTERN))]
     pub tag: Option<String>,
-    /// Manifest media type of the artifact.
-    #[serde(default)]
-    pub mime_type: ArtifactMimeType,
+    /// Resolve the tag again after this long (a duration from `1m` to `8760h`); a moved tag
+    /// has its new digest scanned, the previous reports stay until the new ones are stored.
+    /// Unset: the tag is resolved once (and again when the spec changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
+    pub resolve_every: Option<String>,
+    /// Media type of the manifest the digest or tag names: an image manifest, or an image
+    /// index (multi-platform). Optional: the operator learns the real one from the registry
+    /// and reports a declared type that differs (condition `MediaTypeMismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<ArtifactMimeType>,
 }
 
-/// The manifest media types the scanner adapter specification lists as consumable.
+/// The manifest media types a request may name: the image manifests the scanner adapter
+/// specification lists as consumable, and the indexes of them (scanned per platform).
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ArtifactMimeType {
     #[default]
@@ -266,14 +302,40 @@ pub enum ArtifactMimeType {
     OciImageManifest,
     #[serde(rename = "application/vnd.docker.distribution.manifest.v2+json")]
     DockerManifestV2,
+    #[serde(rename = "application/vnd.oci.image.index.v1+json")]
+    OciImageIndex,
+    #[serde(rename = "application/vnd.docker.distribution.manifest.list.v2+json")]
+    DockerManifestList,
 }
 
 impl ArtifactMimeType {
+    pub const ALL: [ArtifactMimeType; 4] = [
+        Self::OciImageManifest,
+        Self::DockerManifestV2,
+        Self::OciImageIndex,
+        Self::DockerManifestList,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OciImageManifest => "application/vnd.oci.image.manifest.v1+json",
             Self::DockerManifestV2 => "application/vnd.docker.distribution.manifest.v2+json",
+            Self::OciImageIndex => "application/vnd.oci.image.index.v1+json",
+            Self::DockerManifestList => "application/vnd.docker.distribution.manifest.list.v2+json",
         }
+    }
+
+    /// The type a registry's `Content-Type` names (parameters ignored), if it is one of these.
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(essence))
+    }
+
+    /// An image index or manifest list, whose children are scanned per platform.
+    pub fn is_index(self) -> bool {
+        matches!(self, Self::OciImageIndex | Self::DockerManifestList)
     }
 }
 
@@ -292,10 +354,15 @@ pub struct ScanRequestStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub registration_uuid: Option<String>,
-    /// Severity counts of the first vulnerability report, for `kubectl get`.
+    /// The artifact the reports are of: the digest (given, or resolved from the tag), its
+    /// media type as the registry serves it, and when the tag was last resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactStatus>,
+    /// Severity counts of the first requested vulnerability report type, for `kubectl get`;
+    /// for an image index, the worst count of each severity across its platforms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<SeveritySummary>,
-    /// One entry per requested report MIME type.
+    /// One entry per requested report MIME type (per platform of an image index).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<ReportStatus>,
     /// The `spec.rescanToken` that the reports answer.
@@ -351,6 +418,33 @@ pub struct PolicyViolation {
     pub fix_version: Option<String>,
 }
 
+/// What the registry said about the artifact.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactStatus {
+    /// The digest whose reports `reports` lists: `spec.artifact.digest`, or what the tag
+    /// resolved to. After the tag moves, the previous digest stays here until the new one's
+    /// reports are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The media type the registry serves `digest` as (unset when the operator does not call
+    /// registries, `--artifact-access=trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// The tag last resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest the tag pointed to when last resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_digest: Option<String>,
+    /// When the tag was last resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
+    /// The platforms scanned, for an image index (`os/architecture[/variant]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRescan {
@@ -364,6 +458,13 @@ pub struct PendingRescan {
 pub struct ReportStatus {
     /// Canonical report MIME type.
     pub mime_type: String,
+    /// The platform of an image index this report is of (`os/architecture[/variant]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The digest scanned: the platform's manifest for an image index. Unset when it is
+    /// `status.artifact.digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Deterministic report id; the primary key of the report in Postgres.
     pub report_id: String,
     pub phase: ReportPhase,

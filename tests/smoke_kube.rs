@@ -163,7 +163,7 @@ async fn create_with_client_and_with_kubectl() {
     assert_eq!(names, ["from-client", "from-kubectl"]);
 
     let sr = typed.get("from-kubectl").await.unwrap();
-    assert_eq!(sr.spec.artifact.digest, DIGEST);
+    assert_eq!(sr.spec.artifact.digest.as_deref(), Some(DIGEST));
     assert_eq!(sr.spec.registry.url, "https://registry.example.com");
 
     let out = kubectl(env, &["get", "sr", "-n", &ns, "-o", "name"], "");

@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::artifact::Target;
 use super::error::ReconcileError;
 use super::{MANAGER, status};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -91,12 +92,13 @@ pub enum Poll {
 }
 
 impl Adapter {
-    /// Step 2 for one MIME type: the adapter must produce it from this kind of artifact.
+    /// Step 2 for one MIME type: the adapter must produce it, and (once the artifact's media
+    /// type is known) from this kind of artifact.
     pub fn check_supported(
         &self,
         index: usize,
         mime_type: &MimeType,
-        artifact: ArtifactMimeType,
+        artifact: Option<ArtifactMimeType>,
     ) -> Result<(), ReconcileError> {
         let Some(capability) = self.metadata.capability_for(mime_type) else {
             let produced: Vec<String> = self
@@ -112,7 +114,9 @@ impl Adapter {
                 produced: produced.join(", "),
             });
         };
-        if !capability.consumes(artifact.as_str()) {
+        if let Some(artifact) = artifact
+            && !capability.consumes(artifact.as_str())
+        {
             return Err(ReconcileError::UnsupportedArtifact {
                 scanner: self.name.clone(),
                 mime_type: artifact.as_str().to_owned(),
@@ -123,26 +127,27 @@ impl Adapter {
         Ok(())
     }
 
-    /// `POST /api/v1/scan` for one report of the artifact; returns the adapter's scan id.
+    /// `POST /api/v1/scan` for one report of one manifest (`target`: the artifact, or one
+    /// platform of its index); returns the adapter's scan id.
     pub async fn submit(
         &self,
         spec: &ScanRequestSpec,
+        target: &Target,
         mime_type: &MimeType,
         registry_authorization: Option<&RegistryAuthorization>,
     ) -> Result<String, ScannerError> {
-        let digest = identity::Digest::parse(&spec.artifact.digest).map_err(|e| {
-            ScannerError::ClientSetup {
-                url: self.client.base_url().to_owned(),
-                detail: e.to_string(),
-            }
-        })?;
         let submission = ScanSubmission {
             registry_url: spec.registry.url.clone(),
             registry_authorization: registry_authorization.cloned(),
             repository: spec.artifact.repository.clone(),
-            digest,
-            tag: spec.artifact.tag.clone(),
-            artifact_mime_type: spec.artifact.mime_type.as_str().to_owned(),
+            digest: target.digest.clone(),
+            // A platform's manifest is not what the tag names; the adapter is told the digest.
+            tag: spec
+                .artifact
+                .tag
+                .clone()
+                .filter(|_| target.platform.is_none()),
+            artifact_mime_type: target.media_type.as_str().to_owned(),
             report_mime_type: mime_type.clone(),
         };
         let handle = self.client.submit_scan(&self.metadata, &submission).await?;

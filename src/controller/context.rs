@@ -18,6 +18,7 @@ use crate::api::{ScanPolicy, ScanRequest};
 use crate::duration::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
+use crate::registry::content::{Content, ContentCache, ContentKey};
 use crate::registry::{AccessOptions, ArtifactAccess, ProofCache, ProofKey};
 use crate::scanner::summary::Finding;
 use crate::store::Leases;
@@ -84,6 +85,14 @@ pub struct Config {
         overrides_with = "artifact_access"
     )]
     pub artifact_access: ArtifactAccess,
+    /// Most platforms of an image index one request scans; an index with more to scan stalls
+    /// the request (reason TooManyPlatforms) until spec.platforms chooses fewer.
+    #[arg(long, env = "MAX_PLATFORMS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_platforms: u16,
+    /// Largest image index read, in bytes; a larger one stalls the request (reason
+    /// ManifestTooLarge).
+    #[arg(long, env = "MAX_INDEX_SIZE", default_value_t = 256 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(512..=4 * 1024 * 1024))]
+    pub max_index_size: usize,
     /// How long a successful proof of access is reused, e.g. 5m.
     #[arg(long, env = "ACCESS_PROOF_TTL", default_value = "5m", value_parser = crate::duration::flag_within::<{ SECOND_MS }, { 24 * HOUR_MS }>)]
     pub access_proof_ttl: Duration,
@@ -117,6 +126,8 @@ pub struct Context {
     pub downloads: tokio::sync::Semaphore,
     /// Successful proofs of access, bounded in number and time.
     proofs: Mutex<ProofCache>,
+    /// What digests' content is (media type, an index's chosen children).
+    contents: Mutex<ContentCache>,
     pub access_options: AccessOptions,
     /// The redactor of the request that submitted each scan in flight (by report id), so that
     /// whoever polls it scrubs the submitter's credentials from what the adapter echoes too.
@@ -126,6 +137,9 @@ pub struct Context {
 
 /// Proofs of access kept at once; beyond it the oldest are proven again when next needed.
 const PROOF_CAPACITY: usize = 10_000;
+
+/// Digests whose content is remembered at once (each at most --max-platforms children).
+const CONTENT_CAPACITY: usize = 4096;
 
 /// Submitters remembered at once; scans lost in a crash would otherwise pile up.
 const SUBMITTER_CAPACITY: usize = 10_000;
@@ -145,6 +159,7 @@ impl Context {
             findings: FindingsCache::default(),
             downloads: tokio::sync::Semaphore::new(usize::from(config.max_concurrent_downloads)),
             proofs: Mutex::new(ProofCache::new(PROOF_CAPACITY, config.access_proof_ttl)),
+            contents: Mutex::new(ContentCache::new(CONTENT_CAPACITY)),
             rescans: super::limits::RescanLimiter::new(config.rescans_per_hour),
             access_options: AccessOptions::default(),
             submitters: Mutex::default(),
@@ -169,6 +184,21 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, now);
+    }
+
+    /// What the content of a digest is, if known.
+    pub(super) fn content(&self, key: &ContentKey) -> Option<Arc<Content>> {
+        self.contents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+    }
+
+    pub(super) fn remember_content(&self, key: ContentKey, content: Arc<Content>) {
+        self.contents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, content);
     }
 
     /// Remembers who submitted the scan of `report`.

@@ -17,6 +17,8 @@ use crate::store::ReportMeta;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub key: ReportKey,
+    /// The platform of an image index the report is of.
+    pub platform: Option<String>,
     pub phase: ReportPhase,
     /// The stored report, if there is one.
     pub meta: Option<ReportMeta>,
@@ -233,6 +235,15 @@ pub fn with_verdict_change(next: Next, verdict_changes_in: Option<Duration>) -> 
     }
 }
 
+/// `next`, or `due` (a tag resolution) when that comes first; jittered like any other
+/// requeue, since nothing hangs on the exact moment.
+pub fn with_deadline(next: Next, due: Duration) -> Next {
+    match next {
+        Next::Soon(after) | Next::Recheck(after) | Next::Exact(after) if after <= due => next,
+        _ => Next::Soon(due.max(Duration::from_millis(100))),
+    }
+}
+
 /// The longest requeue: the runtime's timer queue panics on deadlines years ahead, and a
 /// report due in a year is as well looked at daily (the reconcile then finds it fresh).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
@@ -292,6 +303,7 @@ pub(crate) mod tests {
                 registration_uuid: uuid::Uuid::nil(),
                 mime_type: MimeType::parse(mime).unwrap(),
             },
+            platform: None,
             phase,
             meta: None,
             message: Some(format!("{phase:?} message")),

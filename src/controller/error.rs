@@ -56,6 +56,21 @@ pub enum ReconcileError {
     /// report is shown, shared or scanned for it.
     #[error("{0}")]
     Access(#[source] AccessError),
+    #[error(
+        "spec.artifact.tag: the operator runs with --artifact-access=trust and calls no registry, so it cannot resolve a tag; set spec.artifact.digest"
+    )]
+    TagNeedsRegistry,
+    #[error(
+        "spec.artifact.mimeType: the operator runs with --artifact-access=trust and calls no registry, so it cannot read an image index; name a platform's manifest digest instead"
+    )]
+    IndexNeedsRegistry,
+    #[error(
+        "the registry serves {digest} as {media_type:?}, which is neither an image manifest nor an image index; scanners consume OCI and Docker v2 images (check spec.artifact)"
+    )]
+    UnsupportedMediaType { digest: String, media_type: String },
+    /// An image index that cannot be scanned as asked (nested, too many platforms, ...).
+    #[error("{0}")]
+    Index(#[source] crate::registry::index::IndexError),
     /// A scan shared with other requests failed. The adapter's text may be about another
     /// namespace's pull, so only this generic message reaches the status.
     #[error(
@@ -163,6 +178,9 @@ impl ReconcileError {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::SecretInvalid(_) => "SecretInvalid",
             Self::Access(e) => e.reason(),
+            Self::TagNeedsRegistry | Self::IndexNeedsRegistry => "RegistryNotConsulted",
+            Self::UnsupportedMediaType { .. } => "UnsupportedMediaType",
+            Self::Index(e) => e.reason(),
             Self::ScanUnavailable {
                 transient: true, ..
             } => "ScannerUnavailable",
@@ -196,7 +214,11 @@ impl ReconcileError {
     pub fn withholds_reports(&self) -> bool {
         matches!(
             self,
-            Self::Access(_) | Self::SecretInvalid(_) | Self::SecretNotFound { .. }
+            Self::Access(_)
+                | Self::SecretInvalid(_)
+                | Self::SecretNotFound { .. }
+                | Self::Index(_)
+                | Self::UnsupportedMediaType { .. }
         )
     }
 }

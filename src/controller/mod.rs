@@ -13,6 +13,7 @@
 //! * [`context`]: settings, shared clients, per-object backoff.
 //! * [`events`]: Kubernetes Events, repeats counted in series.
 //! * [`plan`]: steps 1–3 (resolve, validate, credentials, rescan demand).
+//! * [`artifact`]: step 2b: tag resolution, media type, image index fan-out, proofs of access.
 //! * [`credentials`]: adapter and registry credentials from Kubernetes Secrets.
 //! * [`adapters`]: step 1's Scanner resolution, adapter client cache and Scanner status.
 //! * [`scan`]: steps 4–7 for one report ([`scan::ReportTask`]).
@@ -27,6 +28,7 @@
 //! * [`limits`]: the per-namespace rate limit of forced rescans.
 
 pub mod adapters;
+pub mod artifact;
 pub mod context;
 pub mod credentials;
 pub mod decide;
@@ -116,18 +118,19 @@ async fn pipeline(
     };
     // 4–7. Per report: use the stored one, or scan, poll and store.
     let mut outcomes = Vec::with_capacity(plan.targets.len());
-    for key in &plan.targets {
-        let span =
-            tracing::info_span!("report", report_id = %key.report_id(), mime_type = %key.mime_type);
-        let task = ReportTask::new(sr, &plan, key, ctx);
+    for (key, manifest) in plan.reports() {
+        let span = tracing::info_span!("report", report_id = %key.report_id(), mime_type = %key.mime_type, platform = manifest.platform.as_deref());
+        let task = ReportTask::new(sr, &plan, (key, manifest), ctx);
         match task.drive().instrument(span).await {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => return failed(sr, ctx, e, &plan.redactor).await,
         }
     }
+    // A moved tag whose new digest is still being scanned keeps the previous reports.
+    let keep = status::keeps_previous(sr, &plan.artifact, &outcomes);
     // The policy verdict on the stored findings (never a report body).
     let now = chrono::Utc::now();
-    let verdict = match &plan.policy {
+    let verdict = match plan.policy.as_ref().filter(|_| !keep) {
         Some(applied) => match verdict::judge(applied, &outcomes, ctx, now).await {
             Ok(verdict) => verdict,
             Err(e) => return failed(sr, ctx, e, &plan.redactor).await,
@@ -144,6 +147,7 @@ async fn pipeline(
         ctx.config.stall_recheck,
         now,
     );
+    let (status, next) = status::with_artifact(sr, status, next, &plan.artifact, keep, now);
     let result = status::apply(sr, ctx, status).await.map(|()| next.action());
     if result.is_ok() {
         verdict::announce(sr, ctx, sr.status.as_ref(), verdict.as_ref());

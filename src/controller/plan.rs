@@ -1,9 +1,10 @@
-//! Steps 1–3: resolve the Scanner, validate the request against its adapter and Secrets, work
-//! out the report ids and what `rescanToken` and `rescanAfter` demand, and prove that the
-//! request may see its artifact (docs/security.md) before any report is shown or shared.
+//! Steps 1–3: resolve the Scanner, validate the request against its adapter and Secrets, learn
+//! what the artifact is and prove that the request may see it (step 2b, [`artifact`]; see
+//! docs/security.md) before any report is shown or shared, then work out the report ids and
+//! what `rescanToken` and `rescanAfter` demand.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -11,22 +12,27 @@ use kube::api::Api;
 use uuid::Uuid;
 
 use super::adapters::Adapter;
+use super::artifact::{self, Access, Artifact, Target};
 use super::context::Context;
 use super::decide::{self, Rescan, RescanDemand};
 use super::error::ReconcileError;
 use crate::api::{ScanRequest, ScanRequestSpec};
-use crate::identity::ReportKey;
-use crate::identity::{Digest, MimeType};
+use crate::identity::{MimeType, ReportKey};
 use crate::redact::Redactor;
 use crate::registry::cache::SecretVersion;
-use crate::registry::{ProofKey, RegistryCredentials, RegistryEndpoint};
+use crate::registry::{RegistryCredentials, RegistryEndpoint};
 use crate::scanner::RegistryAuthorization;
 
 /// What steps 1–3 work out.
 pub struct Plan {
     pub adapter: Arc<Adapter>,
     pub registration: Uuid,
+    /// What the artifact is: its digest, media type and the manifests to scan.
+    pub artifact: Artifact,
+    /// One report id per manifest to scan and requested MIME type, manifest by manifest.
     pub targets: Vec<ReportKey>,
+    /// The manifest of each of `targets`, at the same position.
+    pub manifests: Vec<Target>,
     pub registry_auth: Option<RegistryAuthorization>,
     /// Scrubs this request's registry credentials from text that leaves the process.
     pub redactor: Redactor,
@@ -42,8 +48,7 @@ impl Plan {
         let spec = &sr.spec;
         let adapter = ctx.adapters.resolve(&spec.scanner).await?;
         let registration = adapter.registration;
-        let targets = targets(spec, registration, &adapter)?;
-        let policy = super::verdict::resolve(sr, ctx, &targets)?;
+        let mime_types = report_mime_types(spec, &adapter)?;
         let rescan_after = spec
             .rescan_after
             .as_deref()
@@ -52,9 +57,14 @@ impl Plan {
         let endpoint = RegistryEndpoint::parse(&spec.registry.url, spec.registry.insecure)
             .map_err(ReconcileError::Access)?;
         let (credentials, secret) = registry_credentials(sr, ctx, endpoint.host()).await?;
-        if ctx.config.artifact_access.requires_proof() {
-            prove_access(sr, ctx, &endpoint, &credentials, secret).await?;
-        }
+        let access = Access {
+            endpoint: &endpoint,
+            credentials: &credentials,
+            secret,
+        };
+        let artifact = artifact::resolve(sr, ctx, &access, chrono::Utc::now()).await?;
+        let (targets, manifests) = targets(&mime_types, registration, &adapter, &artifact)?;
+        let policy = super::verdict::resolve(sr, ctx, &targets)?;
         let redactor = Redactor::for_credentials(&credentials);
         let registry_auth = authorization(&credentials);
         let rescan = match decide::rescan_demand(spec.rescan_token.as_deref(), sr.status.as_ref()) {
@@ -78,7 +88,9 @@ impl Plan {
         Ok(Self {
             adapter,
             registration,
+            artifact,
             targets,
+            manifests,
             registry_auth,
             redactor,
             rescan_after,
@@ -86,35 +98,55 @@ impl Plan {
             policy,
         })
     }
+
+    /// Each report id with the manifest it is of.
+    pub fn reports(&self) -> impl Iterator<Item = (&ReportKey, &Target)> {
+        self.targets.iter().zip(&self.manifests)
+    }
 }
 
-/// Step 2 and 3: one report id per requested MIME type the adapter produces for the artifact.
-/// Two spellings of one MIME type are one report.
-fn targets(
+/// Step 2: the requested report MIME types the adapter produces, canonical; two spellings of
+/// one MIME type are one report.
+fn report_mime_types(
     spec: &ScanRequestSpec,
-    registration: Uuid,
     adapter: &Adapter,
-) -> Result<Vec<ReportKey>, ReconcileError> {
-    let digest = Digest::parse(&spec.artifact.digest).map_err(|e| ReconcileError::InvalidSpec {
-        field: "spec.artifact.digest".into(),
-        message: e.to_string(),
-    })?;
-    let mut targets: Vec<ReportKey> = Vec::new();
+) -> Result<Vec<MimeType>, ReconcileError> {
+    let mut found: Vec<MimeType> = Vec::new();
     for (index, raw) in spec.report_mime_types.iter().enumerate() {
         let mime_type = MimeType::parse(raw).map_err(|e| ReconcileError::InvalidSpec {
             field: format!("spec.reportMimeTypes[{index}]"),
             message: e.to_string(),
         })?;
-        adapter.check_supported(index, &mime_type, spec.artifact.mime_type)?;
-        if !targets.iter().any(|t| t.mime_type == mime_type) {
-            targets.push(ReportKey {
-                digest: digest.clone(),
-                registration_uuid: registration,
-                mime_type,
-            });
+        adapter.check_supported(index, &mime_type, None)?;
+        if !found.contains(&mime_type) {
+            found.push(mime_type);
         }
     }
-    Ok(targets)
+    Ok(found)
+}
+
+/// Step 3: one report id per manifest to scan and MIME type, once the adapter is known to
+/// consume the manifest's type.
+fn targets(
+    mime_types: &[MimeType],
+    registration: Uuid,
+    adapter: &Adapter,
+    artifact: &Artifact,
+) -> Result<(Vec<ReportKey>, Vec<Target>), ReconcileError> {
+    let mut keys = Vec::new();
+    let mut manifests = Vec::new();
+    for target in &artifact.targets {
+        for (index, mime_type) in mime_types.iter().enumerate() {
+            adapter.check_supported(index, mime_type, Some(target.media_type))?;
+            keys.push(ReportKey {
+                digest: target.digest.clone(),
+                registration_uuid: registration,
+                mime_type: mime_type.clone(),
+            });
+            manifests.push(target.clone());
+        }
+    }
+    Ok((keys, manifests))
 }
 
 /// The bounds of `spec.rescanAfter`, as the CRD's CEL rule has them. The floor is 1h: every
@@ -179,39 +211,4 @@ fn authorization(credentials: &RegistryCredentials) -> Option<RegistryAuthorizat
             Some(RegistryAuthorization::bearer(token.expose_secret()))
         }
     }
-}
-
-/// The proof of access: the request's own registry, with its own credentials, serves the
-/// manifest of its digest. Successful proofs are cached per namespace, registry, repository,
-/// digest and Secret version.
-async fn prove_access(
-    sr: &ScanRequest,
-    ctx: &Context,
-    endpoint: &RegistryEndpoint,
-    credentials: &RegistryCredentials,
-    secret: Option<SecretVersion>,
-) -> Result<(), ReconcileError> {
-    let artifact = &sr.spec.artifact;
-    let key = ProofKey {
-        namespace: sr.namespace().unwrap_or_default(),
-        registry: endpoint.host().to_owned(),
-        repository: artifact.repository.clone(),
-        digest: artifact.digest.clone(),
-        secret,
-    };
-    if ctx.proven(&key, Instant::now()) {
-        return Ok(());
-    }
-    crate::registry::prove_access(
-        endpoint,
-        &artifact.repository,
-        &artifact.digest,
-        credentials,
-        &ctx.access_options,
-    )
-    .await
-    .map_err(ReconcileError::Access)?;
-    tracing::debug!(registry = %key.registry, "access to the artifact proven");
-    ctx.record_proof(key, Instant::now());
-    Ok(())
 }

@@ -96,6 +96,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
                 registration_uuid: uuid::Uuid::nil(),
                 mime_type: MimeType::parse(mime).unwrap_or_else(|_| unreachable!()),
             },
+            platform: None,
             phase,
             meta: stored.map(|(t, n)| meta(t, n)),
             message,

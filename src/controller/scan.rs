@@ -6,6 +6,7 @@ use std::time::Duration;
 use kube::runtime::events::EventType;
 
 use super::adapters::Poll;
+use super::artifact::Target;
 use super::context::Context;
 use super::decide::{self, Outcome, StoredReport};
 use super::error::ReconcileError;
@@ -21,6 +22,8 @@ pub struct ReportTask<'a> {
     sr: &'a ScanRequest,
     plan: &'a Plan,
     key: &'a ReportKey,
+    /// The manifest the report is of.
+    manifest: &'a Target,
     ctx: &'a Context,
     leases: Leases,
     /// The stored report, once read.
@@ -28,11 +31,17 @@ pub struct ReportTask<'a> {
 }
 
 impl<'a> ReportTask<'a> {
-    pub fn new(sr: &'a ScanRequest, plan: &'a Plan, key: &'a ReportKey, ctx: &'a Context) -> Self {
+    pub fn new(
+        sr: &'a ScanRequest,
+        plan: &'a Plan,
+        (key, manifest): (&'a ReportKey, &'a Target),
+        ctx: &'a Context,
+    ) -> Self {
         Self {
             sr,
             plan,
             key,
+            manifest,
             ctx,
             leases: ctx.leases(&plan.adapter),
             stored: None,
@@ -164,7 +173,12 @@ impl<'a> ReportTask<'a> {
         let holder = &ctx.config.instance;
         let submitted = plan
             .adapter
-            .submit(&self.sr.spec, &key.mime_type, plan.registry_auth.as_ref())
+            .submit(
+                &self.sr.spec,
+                self.manifest,
+                &key.mime_type,
+                plan.registry_auth.as_ref(),
+            )
             .await;
         match submitted {
             Ok(scan_id) => {
@@ -275,6 +289,7 @@ impl<'a> ReportTask<'a> {
                 }
                 Ok(Outcome {
                     key: key.clone(),
+                    platform: self.platform(),
                     phase: ReportPhase::Ready,
                     meta,
                     message: None,
@@ -375,11 +390,17 @@ impl<'a> ReportTask<'a> {
     ) -> Outcome {
         Outcome {
             key: self.key.clone(),
+            platform: self.platform(),
             phase,
             meta: self.stored.clone(),
             message,
             requeue,
         }
+    }
+
+    /// The platform of an image index this report is of.
+    fn platform(&self) -> Option<String> {
+        self.manifest.platform.clone()
     }
 }
 

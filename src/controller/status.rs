@@ -18,6 +18,7 @@ use kube::runtime::events::EventType;
 use uuid::Uuid;
 
 use super::adapters;
+use super::artifact::Artifact;
 use super::context::{Context, MANAGER};
 use super::decide::{self, Next, Outcome, Rescan};
 use super::error::ReconcileError;
@@ -67,6 +68,8 @@ pub fn settle(
         observed_generation: generation,
         conditions,
         registration_uuid: Some(registration.to_string()),
+        // Set by `with_artifact`, which knows what the registry said.
+        artifact: previous.artifact.clone(),
         summary: headline_summary(&reports),
         reports,
         rescan_token,
@@ -190,9 +193,11 @@ pub async fn degrade(
     Ok(action)
 }
 
-/// Drops everything that came from stored reports: the request has not proven it may see them.
-/// The verdict goes too: its counts and vulnerability ids come from those reports.
+/// Drops everything that came from stored reports or the registry: the request has not proven
+/// it may see them. The verdict goes too: its counts and vulnerability ids come from those
+/// reports.
 pub fn withhold(status: &mut ScanRequestStatus) {
+    status.artifact = None;
     status.summary = None;
     status.reports.clear();
     status.policy = None;
@@ -249,6 +254,8 @@ pub fn degraded(
 pub fn report_status(o: &Outcome) -> ReportStatus {
     ReportStatus {
         mime_type: o.key.mime_type.to_string(),
+        platform: o.platform.clone(),
+        digest: o.platform.as_ref().map(|_| o.key.digest.to_string()),
         report_id: o.key.report_id().to_string(),
         phase: o.phase,
         summary: o
@@ -359,10 +366,106 @@ pub fn conditions(
         .collect()
 }
 
-/// The summary shown in `kubectl get`: that of the first requested report that has one
-/// (vulnerability reports have counts, SBOMs do not).
+/// The summary shown in `kubectl get`: that of the first requested report type that has one
+/// (vulnerability reports have counts, SBOMs do not). For an image index, the worst count of
+/// each severity across its platforms: a column that reads "Critical 3" then means some
+/// platform has 3, which a sum would overstate (platforms mostly share packages) and an average
+/// would hide.
 pub fn headline_summary(reports: &[ReportStatus]) -> Option<SeveritySummary> {
-    reports.iter().find_map(|r| r.summary)
+    let first = reports.iter().find(|r| r.summary.is_some())?;
+    reports
+        .iter()
+        .filter(|r| r.mime_type == first.mime_type)
+        .filter_map(|r| r.summary)
+        .reduce(|a, b| SeveritySummary {
+            critical: a.critical.max(b.critical),
+            high: a.high.max(b.high),
+            medium: a.medium.max(b.medium),
+            low: a.low.max(b.low),
+            unknown: a.unknown.max(b.unknown),
+            none: a.none.max(b.none),
+            fixable: a.fixable.max(b.fixable),
+        })
+}
+
+/// Whether the status keeps showing the previous digest's reports: the tag moved (the spec did
+/// not change), the new digest's reports are on the way, none has failed, and the previous
+/// ones are all usable. As for rescans, there is no gap without a result.
+pub fn keeps_previous(sr: &ScanRequest, artifact: &Artifact, outcomes: &[Outcome]) -> bool {
+    let Some(previous) = sr.status.as_ref() else {
+        return false;
+    };
+    let moved = previous
+        .artifact
+        .as_ref()
+        .and_then(|a| a.digest.as_deref())
+        .is_some_and(|shown| shown != artifact.digest.as_str());
+    moved
+        && sr.spec.artifact.digest.is_none()
+        && previous.observed_generation == sr.metadata.generation
+        && !previous.reports.is_empty()
+        && all_usable(&previous.reports)
+        && outcomes.iter().all(|o| o.phase != ReportPhase::Failed)
+        && outcomes.iter().any(|o| o.phase != ReportPhase::Ready)
+}
+
+/// Step 8, part 1b: `status.artifact`, the informative conditions, and the next tag
+/// resolution. With `keep` ([`keeps_previous`]), the previous digest's reports, summary and
+/// verdict stay, and `Reconciling` says that the moved tag is being scanned.
+pub fn with_artifact(
+    sr: &ScanRequest,
+    mut status: ScanRequestStatus,
+    next: Next,
+    artifact: &Artifact,
+    keep: bool,
+    now: DateTime<Utc>,
+) -> (ScanRequestStatus, Next) {
+    let previous = sr.status.clone().unwrap_or_default();
+    let mut shown = artifact.status();
+    if keep {
+        let before = previous.artifact.clone().unwrap_or_default();
+        let message = format!(
+            "tag {:?} moved to {}; scanning it, the reports of {} stay until its reports are stored",
+            shown.tag.as_deref().unwrap_or_default(),
+            artifact.digest,
+            before.digest.as_deref().unwrap_or_default(),
+        );
+        shown.digest = before.digest;
+        shown.media_type = before.media_type;
+        shown.platforms = before.platforms;
+        status.reports = previous.reports.clone();
+        status.summary = previous.summary;
+        status.policy = previous.policy.clone();
+        let usable = previous.policy.as_ref().is_none_or(|p| p.compliant);
+        let overall = Overall::Progressing {
+            reason: "TagMoved".into(),
+            message,
+            usable,
+        };
+        status.conditions = conditions(&previous.conditions, &overall, sr.metadata.generation, now);
+    }
+    status.artifact = Some(shown);
+    for notice in &artifact.notices {
+        let last_transition_time = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == notice.type_ && c.status == "True")
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| k8s_time(now));
+        status.conditions.push(Condition {
+            type_: notice.type_.to_owned(),
+            status: "True".to_owned(),
+            reason: notice.reason.to_owned(),
+            message: notice.message.clone(),
+            observed_generation: sr.metadata.generation,
+            last_transition_time,
+        });
+    }
+    let next = match artifact.resolve_in {
+        Some(due) => decide::with_deadline(next, due),
+        None => next,
+    };
+    (status, next)
 }
 
 /// Whether every report has a stored version (Ready, or being rescanned with the old one kept).
@@ -684,5 +787,178 @@ mod tests {
     fn times_round_trip_at_second_precision() {
         let t = at(5) + chrono::Duration::microseconds(123_456);
         assert_eq!(chrono_time(&k8s_time(t)), at(5));
+    }
+
+    fn platform_report(platform: &str, mime: &str, critical: i64, high: i64) -> ReportStatus {
+        ReportStatus {
+            mime_type: mime.into(),
+            platform: Some(platform.into()),
+            digest: None,
+            report_id: uuid::Uuid::nil().to_string(),
+            phase: ReportPhase::Ready,
+            summary: Some(SeveritySummary {
+                critical,
+                high,
+                ..SeveritySummary::default()
+            }),
+            generated_at: Some(k8s_time(at(0))),
+            scanner: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn the_headline_is_the_worst_of_each_severity_across_platforms_of_one_type() {
+        let reports = [
+            platform_report("linux/amd64", VULN, 3, 1),
+            platform_report("linux/arm64", VULN, 1, 7),
+            // Another report type's counts never mix in.
+            platform_report("linux/amd64", RAW, 99, 99),
+        ];
+        let headline = headline_summary(&reports).unwrap();
+        assert_eq!((headline.critical, headline.high), (3, 7));
+        assert_eq!(headline_summary(&reports[1..2]).map(|s| s.high), Some(7));
+        assert_eq!(headline_summary(&[]), None);
+    }
+
+    fn moved_artifact(digest_char: char) -> Artifact {
+        let digest = format!("sha256:{}", digest_char.to_string().repeat(64));
+        Artifact {
+            digest: crate::identity::Digest::parse(&digest).unwrap(),
+            served: Some(crate::api::ArtifactMimeType::OciImageManifest),
+            tag: Some(crate::controller::artifact::TagState {
+                tag: "1.27".into(),
+                digest: Some(digest),
+                resolved_at: at(100),
+                failure: None,
+            }),
+            targets: Vec::new(),
+            notices: Vec::new(),
+            resolve_in: Some(Duration::from_secs(60)),
+        }
+    }
+
+    fn ready_tag_request() -> ScanRequest {
+        let mut sr = fixture("tag-resolved.yaml");
+        let status = sr.status.as_mut().unwrap();
+        status.reports = vec![platform_report("linux/amd64", VULN, 2, 0)];
+        status.summary = status.reports[0].summary;
+        sr
+    }
+
+    #[test]
+    fn a_moved_tag_keeps_the_previous_reports_until_the_new_ones_are_stored() {
+        let sr = ready_tag_request();
+        let moved = moved_artifact('2');
+        let scanning = [outcome(VULN, ReportPhase::Scanning, Some(1))];
+        assert!(keeps_previous(&sr, &moved, &scanning));
+        let (status, next) = with_artifact(
+            &sr,
+            ScanRequestStatus::default(),
+            Next::Soon(Duration::from_secs(1)),
+            &moved,
+            true,
+            at(200),
+        );
+        assert_eq!(status.reports, sr.status.as_ref().unwrap().reports);
+        assert_eq!(status.summary.map(|s| s.critical), Some(2));
+        let artifact = status.artifact.unwrap();
+        assert_eq!(
+            artifact.digest.as_deref(),
+            Some(format!("sha256:{}", "1".repeat(64)).as_str()),
+            "the previous digest is still the one shown"
+        );
+        assert_eq!(
+            artifact.tag_digest.as_deref(),
+            Some(format!("sha256:{}", "2".repeat(64)).as_str())
+        );
+        let kinds: Vec<_> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Ready", "True", "ReportsReady"),
+                ("Reconciling", "True", "TagMoved")
+            ]
+        );
+        assert_eq!(next, Next::Soon(Duration::from_secs(1)));
+
+        // Once stored, or when the new scan failed, or after a spec change: no keeping.
+        let stored = [outcome(VULN, ReportPhase::Ready, None)];
+        assert!(!keeps_previous(&sr, &moved, &stored));
+        let failed = [outcome(VULN, ReportPhase::Failed, None)];
+        assert!(!keeps_previous(&sr, &moved, &failed));
+        let mut edited = sr.clone();
+        edited.metadata.generation = Some(3);
+        assert!(!keeps_previous(&edited, &moved, &scanning));
+        // The same digest is no move.
+        assert!(!keeps_previous(&sr, &moved_artifact('1'), &scanning));
+    }
+
+    #[test]
+    fn notices_become_true_conditions_that_keep_their_transition_time() {
+        let sr = ready_tag_request();
+        let mut artifact = moved_artifact('1');
+        artifact.notices = vec![crate::controller::artifact::Notice {
+            type_: "TagMismatch",
+            reason: "TagPointsElsewhere",
+            message: "points elsewhere".into(),
+        }];
+        let (first, _) = with_artifact(
+            &sr,
+            ScanRequestStatus::default(),
+            Next::AwaitChange,
+            &artifact,
+            false,
+            at(10),
+        );
+        let notice = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TagMismatch")
+            .unwrap();
+        assert_eq!(notice.status, "True");
+        assert_eq!(notice.last_transition_time, k8s_time(at(10)));
+        let mut again = sr.clone();
+        again.status = Some(first.clone());
+        let (second, _) = with_artifact(
+            &again,
+            ScanRequestStatus::default(),
+            Next::AwaitChange,
+            &artifact,
+            false,
+            at(500),
+        );
+        assert_eq!(
+            second.conditions, first.conditions,
+            "nothing moved: no write"
+        );
+    }
+
+    #[test]
+    fn the_next_tag_resolution_bounds_the_requeue() {
+        let sr = ready_tag_request();
+        let artifact = moved_artifact('1');
+        let (_, next) = with_artifact(
+            &sr,
+            ScanRequestStatus::default(),
+            Next::AwaitChange,
+            &artifact,
+            false,
+            at(10),
+        );
+        assert_eq!(next, Next::Soon(Duration::from_secs(60)));
+        let (_, sooner) = with_artifact(
+            &sr,
+            ScanRequestStatus::default(),
+            Next::Soon(Duration::from_secs(5)),
+            &artifact,
+            false,
+            at(10),
+        );
+        assert_eq!(sooner, Next::Soon(Duration::from_secs(5)));
     }
 }

@@ -258,14 +258,14 @@ pub struct FetchedManifest {
 
 /// Proves that the registry serves `repository@digest` to `credentials`:
 /// `HEAD /v2/<repository>/manifests/<digest>`. `Ok` means the request may see reports of
-/// this digest.
+/// this digest; it holds the `Content-Type` the registry serves the manifest as, if any.
 pub async fn prove_access(
     endpoint: &RegistryEndpoint,
     repository: &str,
     digest: &str,
     credentials: &RegistryCredentials,
     options: &AccessOptions,
-) -> Result<(), AccessError> {
+) -> Result<Option<String>, AccessError> {
     check_digest(digest)?;
     let session = Session::open(endpoint, repository, digest, credentials, options).await?;
     let response = session.send(Method::HEAD, digest).await?;
@@ -282,7 +282,12 @@ pub async fn prove_access(
             actual: served,
         });
     }
-    Ok(())
+    Ok(response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned))
 }
 
 /// The digest `repository:tag` points to now, from the `Docker-Content-Digest` of a HEAD; a

@@ -7,12 +7,16 @@
 //! * [`access`]: the proof (`HEAD /v2/<repository>/manifests/<digest>`), tag resolution and a
 //!   size-bounded manifest fetch, through the Basic and Bearer-token challenge flows.
 //! * [`cache`]: successful proofs, bounded in size and time.
+//! * [`index`]: which child manifests of an image index a request scans (pure).
+//! * [`content`]: what a digest's content is, bounded in size.
 //!
 //! [`ArtifactAccess`] is the `--artifact-access` mode that decides whether proofs are made.
 
 pub mod access;
 pub mod cache;
+pub mod content;
 pub mod credentials;
+pub mod index;
 
 pub use access::{
     AccessError, AccessOptions, FetchedManifest, RegistryEndpoint, fetch_manifest, prove_access,

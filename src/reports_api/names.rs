@@ -97,20 +97,40 @@ pub fn format_word(mime_type: &MimeType) -> String {
         .unwrap_or_else(|| format!("r{}", short_hash(mime_type.as_str(), 8)))
 }
 
-/// The object name of the report of `mime_type` that ScanRequest `scan_request` references.
-pub fn object_name(scan_request: &str, mime_type: &MimeType) -> String {
-    let word = format_word(mime_type);
+/// The object name of the report of `mime_type` that ScanRequest `scan_request` references:
+/// `<scanrequest>-<format>`, and for one platform of an image index
+/// `<scanrequest>-<format>-<platform>` (e.g. `web-vuln-linux-arm64-v8`).
+pub fn object_name(scan_request: &str, platform: Option<&str>, mime_type: &MimeType) -> String {
+    let mut word = format_word(mime_type);
+    if let Some(platform) = platform {
+        word.push('-');
+        word.push_str(&platform_slug(platform));
+    }
     let full = format!("{scan_request}-{word}");
     if full.len() <= MAX_NAME {
         return full;
     }
     // <cut name>-<8 hex>-<word>: the hash keeps two long names with one prefix apart.
-    let keep = MAX_NAME - word.len() - 10;
+    let keep = MAX_NAME.saturating_sub(word.len() + 10);
     format!(
         "{}-{}-{word}",
         cut(scan_request, keep),
         short_hash(scan_request, 8)
     )
+}
+
+/// A platform (`os/architecture[/variant][@digest prefix]`) as a name part: lowercase
+/// letters, digits and single `-`, at most 64 characters.
+fn platform_slug(platform: &str) -> String {
+    let mut slug = String::with_capacity(platform.len());
+    for c in platform.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    cut(&slug, 64).trim_matches('-').to_owned()
 }
 
 /// The `scanreport.io/scanrequest` label value: the name, or for a name longer than a label
@@ -171,19 +191,19 @@ mod tests {
     #[test]
     fn known_report_types_get_readable_names() {
         assert_eq!(
-            object_name("nginx", &mt(mime::VULN_REPORT_1_1)),
+            object_name("nginx", None, &mt(mime::VULN_REPORT_1_1)),
             "nginx-vuln"
         );
         assert_eq!(
-            object_name("nginx", &mt(mime::HARBOR_VULN_REPORT_1_0)),
+            object_name("nginx", None, &mt(mime::HARBOR_VULN_REPORT_1_0)),
             "nginx-harbor"
         );
         assert_eq!(
-            object_name("nginx", &mt(mime::RAW_VULN_REPORT)),
+            object_name("nginx", None, &mt(mime::RAW_VULN_REPORT)),
             "nginx-raw"
         );
         assert_eq!(
-            object_name("nginx", &mt(mime::SBOM_REPORT_1_0)),
+            object_name("nginx", None, &mt(mime::SBOM_REPORT_1_0)),
             "nginx-sbom"
         );
     }
@@ -192,10 +212,12 @@ mod tests {
     fn any_spelling_of_a_mime_type_gives_the_same_name() {
         let a = object_name(
             "web",
+            None,
             &mt("application/vnd.security.vulnerability.report; version=1.1"),
         );
         let b = object_name(
             "web",
+            None,
             &mt("Application/VND.Security.Vulnerability.Report;Version=\"1.1\""),
         );
         assert_eq!(a, b);
@@ -203,16 +225,16 @@ mod tests {
 
     #[test]
     fn an_unknown_report_type_gets_a_stable_hashed_word() {
-        let name = object_name("web", &mt("application/x-custom+json; version=2"));
+        let name = object_name("web", None, &mt("application/x-custom+json; version=2"));
         assert!(name.starts_with("web-r"), "{name}");
         assert_eq!(name.len(), "web-r".len() + 8);
         assert_eq!(
             name,
-            object_name("web", &mt("application/x-custom+json; version=2"))
+            object_name("web", None, &mt("application/x-custom+json; version=2"))
         );
         assert_ne!(
             name,
-            object_name("web", &mt("application/x-custom+json; version=3"))
+            object_name("web", None, &mt("application/x-custom+json; version=3"))
         );
     }
 
@@ -221,7 +243,7 @@ mod tests {
         let a = format!("{}a", "x".repeat(252));
         let b = format!("{}b", "x".repeat(252));
         let vuln = mt(mime::VULN_REPORT_1_1);
-        let (na, nb) = (object_name(&a, &vuln), object_name(&b, &vuln));
+        let (na, nb) = (object_name(&a, None, &vuln), object_name(&b, None, &vuln));
         assert!(
             na.len() <= 253 && nb.len() <= 253,
             "{} {}",
@@ -234,6 +256,29 @@ mod tests {
         assert!(la.len() <= 63 && lb.len() <= 63);
         assert_ne!(la, lb);
         assert_eq!(scan_request_label("nginx"), "nginx");
+    }
+
+    #[test]
+    fn platform_reports_carry_the_platform_after_the_format() {
+        let vuln = mt(mime::VULN_REPORT_1_1);
+        assert_eq!(
+            object_name("web", Some("linux/arm64/v8"), &vuln),
+            "web-vuln-linux-arm64-v8"
+        );
+        assert_eq!(
+            object_name("web", Some("windows/amd64@0123456789ab"), &vuln),
+            "web-vuln-windows-amd64-0123456789ab"
+        );
+        assert_ne!(
+            object_name("web", Some("linux/amd64"), &vuln),
+            object_name("web", Some("linux/arm64"), &vuln)
+        );
+        let long = "x".repeat(253);
+        let name = object_name(&long, Some("linux/amd64"), &vuln);
+        assert!(
+            name.len() <= 253 && name.ends_with("-vuln-linux-amd64"),
+            "{name}"
+        );
     }
 
     #[test]

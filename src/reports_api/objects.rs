@@ -39,6 +39,8 @@ pub struct Reference {
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,
+    /// The platform of an image index the report is of.
+    pub platform: Option<String>,
     /// When the referenced report was generated, as the ScanRequest's status says: a new value
     /// means a new report (a rescan).
     pub generated_at: Option<Time>,
@@ -65,7 +67,7 @@ pub fn references(sr: &ScanRequest, kind: Kind) -> Vec<Reference> {
             (Kind::of(&mime) == kind).then(|| Reference {
                 kind,
                 namespace: namespace.clone(),
-                name: names::object_name(&scan_request, &mime),
+                name: names::object_name(&scan_request, r.platform.as_deref(), &mime),
                 scan_request: scan_request.clone(),
                 report_id,
                 mime_type: mime.to_string(),
@@ -73,6 +75,7 @@ pub fn references(sr: &ScanRequest, kind: Kind) -> Vec<Reference> {
                 registry: crate::redact::scrub_url_userinfo(&sr.spec.registry.url),
                 repository: sr.spec.artifact.repository.clone(),
                 tag: sr.spec.artifact.tag.clone(),
+                platform: r.platform.clone(),
                 generated_at: r.generated_at.clone(),
                 resource_version: String::new(),
             })
@@ -127,6 +130,10 @@ pub struct ArtifactRef {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The platform of an image index the report is of (`os/architecture[/variant]`); the
+    /// digest is then that platform's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 impl ReportObject {
@@ -166,6 +173,7 @@ impl ReportObject {
                     repository: reference.repository.clone(),
                     digest: meta.digest.clone(),
                     tag: reference.tag.clone(),
+                    platform: reference.platform.clone(),
                 },
                 scanner: ScannerInfo {
                     name: meta.scanner_name.clone(),

@@ -59,7 +59,7 @@ pub fn request(name: &str, scanner: &str, digest: &str, mimes: &[&str]) -> ScanR
 }
 
 /// A ScanRequest, from defaults: [`REGISTRY_URL`] without credentials and not insecure,
-/// [`REPOSITORY`] at a random digest with tag [`TAG`], an OCI image manifest, one
+/// [`REPOSITORY`] at a random digest with tag [`TAG`], no declared media type, one
 /// [`VULNERABILITY_REPORT`], no `rescanAfter` and no `rescanToken`.
 #[derive(Clone, Debug)]
 pub struct ScanRequestBuilder {
@@ -80,10 +80,12 @@ impl ScanRequestBuilder {
                 },
                 artifact: ArtifactSpec {
                     repository: REPOSITORY.to_owned(),
-                    digest: digest(),
+                    digest: Some(digest()),
                     tag: Some(TAG.to_owned()),
-                    mime_type: ArtifactMimeType::default(),
+                    resolve_every: None,
+                    mime_type: None,
                 },
+                platforms: Vec::new(),
                 report_mime_types: vec![VULNERABILITY_REPORT.to_owned()],
                 rescan_after: None,
                 rescan_token: None,
@@ -123,7 +125,25 @@ impl ScanRequestBuilder {
     }
 
     pub fn digest(mut self, digest: &str) -> Self {
-        digest.clone_into(&mut self.spec.artifact.digest);
+        self.spec.artifact.digest = Some(digest.to_owned());
+        self
+    }
+
+    /// No `spec.artifact.digest`: the tag is resolved.
+    pub fn no_digest(mut self) -> Self {
+        self.spec.artifact.digest = None;
+        self
+    }
+
+    /// `spec.artifact.resolveEvery`.
+    pub fn resolve_every(mut self, every: &str) -> Self {
+        self.spec.artifact.resolve_every = Some(every.to_owned());
+        self
+    }
+
+    /// `spec.platforms`.
+    pub fn platforms(mut self, platforms: &[&str]) -> Self {
+        self.spec.platforms = platforms.iter().map(|p| (*p).to_owned()).collect();
         self
     }
 
@@ -139,7 +159,7 @@ impl ScanRequestBuilder {
 
     /// `spec.artifact.mimeType`: the artifact's manifest media type.
     pub fn artifact_mime_type(mut self, mime_type: ArtifactMimeType) -> Self {
-        self.spec.artifact.mime_type = mime_type;
+        self.spec.artifact.mime_type = Some(mime_type);
         self
     }
 
@@ -321,7 +341,14 @@ mod tests {
         assert!(!sr.spec.registry.insecure);
         assert_eq!(sr.spec.artifact.repository, REPOSITORY);
         assert_eq!(sr.spec.artifact.tag.as_deref(), Some(TAG));
-        assert_eq!(sr.spec.artifact.digest.len(), "sha256:".len() + 64);
+        assert_eq!(
+            sr.spec.artifact.digest.as_deref().map(str::len),
+            Some("sha256:".len() + 64)
+        );
+        assert_eq!(
+            sr.spec.artifact.mime_type, None,
+            "learned from the registry"
+        );
         assert_eq!(sr.spec.report_mime_types, [VULNERABILITY_REPORT]);
         assert!(sr.spec.rescan_after.is_none() && sr.spec.rescan_token.is_none());
     }
@@ -353,9 +380,12 @@ mod tests {
             Some("pull")
         );
         assert_eq!(spec.artifact.repository, "team/app");
-        assert_eq!(spec.artifact.digest, "sha256:00");
+        assert_eq!(spec.artifact.digest.as_deref(), Some("sha256:00"));
         assert_eq!(spec.artifact.tag, None);
-        assert_eq!(spec.artifact.mime_type, ArtifactMimeType::DockerManifestV2);
+        assert_eq!(
+            spec.artifact.mime_type,
+            Some(ArtifactMimeType::DockerManifestV2)
+        );
         assert_eq!(spec.report_mime_types, ["a/b", "c/d"]);
         assert_eq!(spec.rescan_after.as_deref(), Some("24h"));
         assert_eq!(spec.rescan_token.as_deref(), Some("v1"));

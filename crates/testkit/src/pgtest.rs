@@ -26,6 +26,18 @@ pub async fn fresh_database(prefix: &str) -> String {
     format!("{root}/{name}{tail}")
 }
 
+/// [`fresh_database`] with the operator's migrations applied, as a running operator expects.
+pub async fn migrated_database(prefix: &str) -> String {
+    use scanreport_operator::store::{PoolConfig, Store};
+    let url = fresh_database(prefix).await;
+    let store = Store::connect(&url, &PoolConfig::default())
+        .await
+        .expect("connect to the test database");
+    store.migrate().await.expect("migrate the test database");
+    store.pool().close().await;
+    url
+}
+
 /// A PostgreSQL cluster of a test's own, for tests that stop and start the server.
 pub struct PgCluster {
     dir: tempfile::TempDir,

@@ -285,6 +285,33 @@ impl TestRegistry {
     }
 }
 
+impl TestRegistry {
+    /// Pushes, tagged `tag`, an index whose only entry is the index `child` (already in
+    /// `repository`) for linux/amd64: a nested index. Returns its digest.
+    pub async fn push_nested_index(
+        &self,
+        repository: &str,
+        tag: &str,
+        child: &PushedIndex,
+    ) -> anyhow::Result<String> {
+        let (client, auth) = self.client();
+        let reference = Reference::with_tag(self.host(), repository.into(), tag.into());
+        client
+            .auth(&reference, &auth, RegistryOperation::Push)
+            .await?;
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
+                "mediaType": OCI_INDEX, "digest": child.digest, "size": child.index.len(),
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }],
+        }))?;
+        client
+            .push_manifest_raw(&reference, index.clone(), OCI_INDEX.parse()?)
+            .await?;
+        Ok(sha256(&index))
+    }
+}
+
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
