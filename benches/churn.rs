@@ -178,8 +178,9 @@ async fn main() {
             assert!(Instant::now() < deadline, "the wave was not deleted");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        // Let the process settle, then sample.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Let the process settle (one trim of freed memory, and a margin), then sample.
+        tokio::time::sleep(scanreport_operator::memory::TRIM_INTERVAL + Duration::from_secs(2))
+            .await;
         rss.push((started.elapsed(), rss_kib(pid)));
         if let Some(rest) = pace.checked_sub(wave_started.elapsed()) {
             tokio::time::sleep(rest).await;

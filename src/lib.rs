@@ -18,7 +18,9 @@
 //! * `registry`: proof of access to an artifact (OCI distribution, Basic and Bearer challenges), tag resolution, bounded manifest fetch, credentials from registry Secrets only, `ProofCache`, `ArtifactAccess`.
 //! * `redact`: credentials scrubbed from any text (raw, escaped, base64 and Basic forms, URL user-info), the one URL-redaction helper.
 //! * `controller`: the driver: `reconcile` reads as the 8 steps, `error_policy`.
-//! * `controller::context`: `Config` (the `run` flags), `Context`, per-object `Backoff`, Events.
+//! * `controller::context`: `Config` (the `run` flags), `Context`, per-object `Backoff`, the findings cache.
+//! * `controller::events`: Kubernetes Events, repeats counted in series, dropped with their request.
+//! * `controller::generations`: which watch events reconcile (a new spec), and which requests are gone.
 //! * `controller::plan`: steps 1–3: resolve the Scanner, validate, registry credentials, proof of access, rescan demand.
 //! * `controller::credentials`: adapter credentials (Scanner `spec.auth`) from Secret data in the operator's namespace.
 //! * `controller::adapters`: the Scanner cache look-up, adapter clients per Scanner, the Scanner status.
@@ -31,6 +33,7 @@
 //! * `reports_api`: the aggregated API `reports.scanreport.io` that serves stored reports to `kubectl` under RBAC (see its module docs).
 //! * `http`: health, readiness and metrics endpoints.
 //! * `metrics`: Prometheus metrics.
+//! * `memory`: freed memory handed back to the system (glibc `malloc_trim`) after bursts.
 //! * `run`: `scanreport-operator run`: wiring, leader election (`LeaderElection` flags), shutdown.
 //! * `telemetry`: logging set-up.
 
@@ -39,6 +42,7 @@ pub mod controller;
 pub mod duration;
 pub mod http;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod redact;

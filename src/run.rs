@@ -97,6 +97,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         metrics.clone(),
     ));
     tokio::spawn(report_scanner_load(ctx.clone(), shutdown.clone()));
+    tokio::spawn(crate::memory::trim_periodically(shutdown.clone()));
     let result = match opts.leader_election {
         None => {
             controller::run(ctx, shutdown.clone(), ready_tx).await;

@@ -283,3 +283,68 @@ async fn a_rescan_over_the_namespace_budget_waits_as_rescan_rate_limited_without
         "no scan beyond the budget"
     );
 }
+
+/// The Events of `name` in `ns`.
+async fn events_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_counted_in_its_series_and_a_deleted_requests_series_are_forgotten() {
+    use kube::Resource;
+    use kube::runtime::events::EventType;
+    use kube::runtime::reflector::ObjectRef;
+    use scanreport_operator::controller::events::{Event, Recorder};
+
+    let env = testkit::env().await;
+    let client = env.client();
+    let ns = fresh_namespace(&client, "events").await;
+    let api = Api::<ScanRequest>::namespaced(client.clone(), &ns);
+    let sr = api
+        .create(
+            &PostParams::default(),
+            &fixtures::request("app", "none", &digest(), &[VULN]),
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(client.clone(), "scanreport-operator", "test");
+    let stored = Event {
+        type_: EventType::Normal,
+        reason: "ReportStored".into(),
+        action: format!("Scan {VULN}"),
+        note: "first".into(),
+    };
+    let reference = sr.object_ref(&());
+    recorder.publish(&stored, &reference).await.unwrap();
+    let again = Event {
+        note: "second".into(),
+        ..stored.clone()
+    };
+    recorder.publish(&again, &reference).await.unwrap();
+    let events = events_of(&client, &ns, "app").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(
+        events[0].note.as_deref(),
+        Some("first"),
+        "the first note stays"
+    );
+    assert_eq!(recorder.len(), 1);
+
+    // Deleted: nothing is kept for it, and the next Event (of a new request of that name) is new.
+    recorder.forget(&ObjectRef::from(&sr));
+    assert!(recorder.is_empty());
+    recorder.publish(&stored, &reference).await.unwrap();
+    assert_eq!(events_of(&client, &ns, "app").await.len(), 2);
+}

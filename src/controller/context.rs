@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Client, Resource};
 use rand::Rng;
 
 use super::adapters::{Adapter, Adapters};
+use super::events::{Event, Recorder};
 use chrono::{DateTime, Utc};
 
 use crate::api::{ScanPolicy, ScanRequest};
@@ -113,7 +114,8 @@ pub struct Context {
     pub policies: Policies,
     /// Stored findings already read, per report version.
     pub findings: FindingsCache,
-    pub recorder: Recorder,
+    /// Events, with the series of repeats (bounded, dropped with their request).
+    pub recorder: Arc<Recorder>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object.
@@ -144,12 +146,8 @@ const SUBMITTER_CAPACITY: usize = 10_000;
 
 impl Context {
     pub fn new(client: Client, store: Store, config: Config, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: Some(config.instance.clone()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Arc::new(Recorder::new(client.clone(), MANAGER, &config.instance)),
             adapters: Adapters::new(
                 client.clone(),
                 config.metadata_ttl,
@@ -229,6 +227,12 @@ impl Context {
             .remove(&report);
     }
 
+    /// ScanRequest `object` was deleted: drop what is kept for it.
+    pub fn forget_request(&self, object: &ObjectRef<ScanRequest>) {
+        self.backoff.forget(object);
+        self.recorder.forget(object);
+    }
+
     /// `--report-retention`, `None` when reports are kept for ever.
     pub fn report_retention(&self) -> Option<Duration> {
         Some(self.config.report_retention).filter(|r| !r.is_zero())
@@ -273,7 +277,7 @@ impl Context {
     /// Publishes an Event in the background, as client-go's recorder does: a slow or failing
     /// Events API never holds up a reconcile.
     ///
-    /// The Recorder merges Events of one object by reason and action into a series, keeping
+    /// The recorder merges Events of one object by reason and action into a series, keeping
     /// the first note; `action` therefore names what the Event is about (e.g. the report MIME
     /// type), so that the Events of two reports of one request stay apart.
     pub(super) fn event(
@@ -289,9 +293,8 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note,
             action,
-            secondary: None,
         };
         let (recorder, reference) = (self.recorder.clone(), sr.object_ref(&()));
         let metrics = self.metrics.clone();
@@ -361,19 +364,26 @@ impl FindingsCache {
         }
         let mut inner = self.lock();
         if let Some((_, old)) = inner.by_report.remove(&report) {
-            inner.held = inner.held.saturating_sub(old.len());
+            inner.held = inner.held.saturating_sub(cost(&old));
         }
-        if inner.held.saturating_add(findings.len()) > FINDINGS_CAPACITY {
+        if inner.held.saturating_add(cost(&findings)) > FINDINGS_CAPACITY {
             inner.by_report.clear();
+            inner.by_report.shrink_to_fit();
             inner.held = 0;
         }
-        inner.held = inner.held.saturating_add(findings.len());
+        inner.held = inner.held.saturating_add(cost(&findings));
         inner.by_report.insert(report, (updated_at, findings));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FindingsEntries> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What an entry counts against [`FINDINGS_CAPACITY`]: its findings, and at least one, so that
+/// the reports of clean images (no findings) are bounded in number too.
+fn cost(findings: &[Finding]) -> usize {
+    findings.len().max(1)
 }
 
 /// Exponential backoff per ScanRequest, as long as it keeps failing.
@@ -473,6 +483,17 @@ mod tests {
             "over the bound, it starts over"
         );
         assert_eq!(cache.lock().held, FINDINGS_CAPACITY);
+    }
+
+    #[test]
+    fn cached_reports_without_findings_are_bounded_in_number() {
+        let cache = FindingsCache::default();
+        let t = DateTime::from_timestamp(1, 0).unwrap();
+        for i in 0..=FINDINGS_CAPACITY as u128 {
+            cache.insert(uuid::Uuid::from_u128(i), t, Arc::new(Vec::new()));
+        }
+        let entries = cache.lock().by_report.len();
+        assert!(entries <= FINDINGS_CAPACITY, "{entries} entries");
     }
 
     #[test]

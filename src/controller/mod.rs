@@ -10,7 +10,8 @@
 //! 8. apply the status with server-side apply, only when it changed.
 //!
 //! Steps and their state live in their own modules:
-//! * [`context`]: settings, shared clients, per-object backoff, Events.
+//! * [`context`]: settings, shared clients, per-object backoff.
+//! * [`events`]: Kubernetes Events, repeats counted in series.
 //! * [`plan`]: steps 1–3 (resolve, validate, credentials, rescan demand).
 //! * [`artifact`]: step 2b: tag resolution, media type, image index fan-out, proofs of access.
 //! * [`credentials`]: adapter and registry credentials from Kubernetes Secrets.
@@ -21,6 +22,7 @@
 //!   (before step 8), the Event when it changes.
 //! * [`status`]: step 8 (settle, degrade, apply) and the kstatus conditions.
 //! * [`watch`]: the watch wiring of [`run`].
+//! * [`generations`]: which watch events reconcile (a new spec), and which requests are gone.
 //! * [`retention`]: the leader's reference recording and retention sweep.
 //! * [`error`]: [`ReconcileError`], permanent or transient.
 //! * [`limits`]: the per-namespace rate limit of forced rescans.
@@ -31,6 +33,8 @@ pub mod context;
 pub mod credentials;
 pub mod decide;
 pub mod error;
+pub mod events;
+pub mod generations;
 pub mod limits;
 pub mod plan;
 #[cfg(test)]

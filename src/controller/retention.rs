@@ -5,7 +5,8 @@
 //! References are recorded before each sweep and only from synced caches, so a report that a
 //! request's status names is refreshed within one interval of the status being written; the
 //! read in each reconcile (`Store::tuple_state`) covers the moment before the status exists.
-//! Each cycle also drops backoff counters of requests no longer in the caches.
+//! Each cycle also drops the backoff counters and Event series of requests no longer in the
+//! caches.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ async fn cycle(ctx: &Context, requests: &[reflector::Store<ScanRequest>]) {
         .map(|sr| ObjectRef::from(sr.as_ref()))
         .collect();
     ctx.backoff.retain(|object| live.contains(object));
+    // Series of Events about requests that are gone, or past their window.
+    ctx.recorder.retain(|object| live.contains(object));
     let retention = ctx.report_retention();
     if let Some(slack) = ctx.touch_after() {
         let ids = referenced(requests);

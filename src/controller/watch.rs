@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use tokio::sync::broadcast;
 
 use super::context::Context;
+use super::generations::{Change, Generations};
 use super::{error_policy, reconcile};
 use crate::api::{ScanPolicy, ScanRequest, Scanner};
 
@@ -143,17 +144,26 @@ pub async fn run(
         // Requeues, Scanner changes and restarts still reconcile everything they must.
         let (sr_store, writer) = reflector::store();
         let forget = ctx.clone();
+        let mut generations = Generations::default();
         let changes = watcher(requests, watcher::Config::default())
             .default_backoff()
             .reflect(writer)
-            // A deleted request leaves no backoff state behind.
-            .inspect_ok(move |event| {
-                if let watcher::Event::Delete(sr) = event {
-                    forget.backoff.forget(&ObjectRef::from(sr));
-                }
-            })
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .filter_map(move |event| {
+                futures::future::ready(match event {
+                    Ok(event) => match generations.admit(event) {
+                        Change::Spec(sr) => Some(Ok(*sr)),
+                        // A deleted request leaves no state behind.
+                        Change::Gone(objects) => {
+                            for object in &objects {
+                                forget.forget_request(object);
+                            }
+                            None
+                        }
+                        Change::Unchanged => None,
+                    },
+                    Err(e) => Some(Err(e)),
+                })
+            });
         let controller = Controller::for_stream(changes, sr_store.clone()).with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
         );
