@@ -451,20 +451,8 @@ impl Store {
         scan_id: &str,
         leases: &Leases,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE scan_job SET state = 'submitted', scan_id = $3, submitted_at = now(), \
-               next_poll_at = now(), lease_expires_at = now() + make_interval(secs => $4), \
-               updated_at = now() \
-             WHERE report_id = $1 AND state = 'submitting' AND holder = $2",
-        )
-        .bind(report_id)
-        .bind(holder)
-        .bind(scan_id)
-        .bind(secs(leases.scan))
-        .execute(self.pool())
-        .await
-        .map_err(StoreError::query_err("recording a scan submission"))?;
-        Ok(done.rows_affected() == 1)
+        self.submission(report_id, holder, scan_id, leases, Duration::ZERO)
+            .await
     }
 
     /// [`Store::record_submission`] that also takes the scan's first poll for the caller (what
@@ -477,6 +465,19 @@ impl Store {
         scan_id: &str,
         leases: &Leases,
     ) -> Result<bool, StoreError> {
+        self.submission(report_id, holder, scan_id, leases, leases.claim)
+            .await
+    }
+
+    /// The submission, with the first poll held by the submitter for `poll_held`.
+    async fn submission(
+        &self,
+        report_id: Uuid,
+        holder: &str,
+        scan_id: &str,
+        leases: &Leases,
+        poll_held: Duration,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE scan_job SET state = 'submitted', scan_id = $3, submitted_at = now(), \
                next_poll_at = now() + make_interval(secs => $5), \
@@ -487,7 +488,7 @@ impl Store {
         .bind(holder)
         .bind(scan_id)
         .bind(secs(leases.scan))
-        .bind(secs(leases.claim))
+        .bind(secs(poll_held))
         .execute(self.pool())
         .await
         .map_err(StoreError::query_err("recording a scan submission"))?;
