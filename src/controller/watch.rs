@@ -147,6 +147,7 @@ pub async fn run(
         let mut generations = Generations::default();
         let changes = watcher(requests, watcher::Config::default())
             .default_backoff()
+            .modify(trim)
             .reflect(writer)
             .filter_map(move |event| {
                 futures::future::ready(match event {
@@ -211,6 +212,23 @@ pub async fn run(
     policy_cache.abort();
 }
 
+/// kubectl's copy of the whole object as last applied client-side.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached ScanRequest what no reconcile reads: `managedFields` (every manager's
+/// field tree, about as large as the spec and status together) and kubectl's last-applied copy
+/// of the object. The cache holds every request for as long as it exists, so this is most of
+/// its memory per object. Status applies are server-side and never send these fields back.
+pub fn trim(sr: &mut ScanRequest) {
+    sr.metadata.managed_fields = None;
+    if let Some(annotations) = sr.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            sr.metadata.annotations = None;
+        }
+    }
+}
+
 /// The requests that name ScanPolicy `name` in `spec.policyRef`, and only those: a policy
 /// change re-evaluates exactly its referrers.
 pub fn policy_referrers(requests: &[Arc<ScanRequest>], name: &str) -> Vec<ObjectRef<ScanRequest>> {
@@ -227,4 +245,92 @@ struct Caches {
     scanners: Vec<reflector::Store<Scanner>>,
     policies: Vec<reflector::Store<ScanPolicy>>,
     requests: Vec<reflector::Store<ScanRequest>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APPLIED: &str = r#"
+apiVersion: scanreport.io/v1alpha1
+kind: ScanRequest
+metadata:
+  name: web
+  namespace: team-a
+  generation: 2
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"apiVersion":"scanreport.io/v1alpha1","kind":"ScanRequest","spec":{"scanner":"trivy"}}'
+    team: payments
+  managedFields:
+    - manager: kubectl-client-side-apply
+      operation: Update
+      apiVersion: scanreport.io/v1alpha1
+      fieldsType: FieldsV1
+      fieldsV1: {"f:spec": {"f:scanner": {}, "f:artifact": {"f:repository": {}, "f:digest": {}}}}
+    - manager: scanreport-operator
+      operation: Apply
+      subresource: status
+      apiVersion: scanreport.io/v1alpha1
+      fieldsType: FieldsV1
+      fieldsV1: {"f:status": {"f:observedGeneration": {}, "f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}}}}}
+spec:
+  scanner: trivy
+  registry:
+    url: https://registry.example.com
+  artifact:
+    repository: library/web
+    digest: sha256:1111111111111111111111111111111111111111111111111111111111111111
+  reportMimeTypes:
+    - application/vnd.security.vulnerability.report; version=1.1
+status:
+  observedGeneration: 2
+  conditions:
+    - type: Ready
+      status: "True"
+      reason: ReportsReady
+      message: Every requested report is stored
+      lastTransitionTime: "2026-12-02T00:00:00Z"
+"#;
+
+    #[test]
+    fn the_cache_drops_managed_fields_and_kubectls_copy_and_keeps_what_a_reconcile_reads() {
+        let full: ScanRequest = serde_yaml::from_str(APPLIED).unwrap();
+        let mut cached = full.clone();
+        trim(&mut cached);
+        assert!(cached.metadata.managed_fields.is_none());
+        let annotations = cached.metadata.annotations.clone().unwrap_or_default();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(
+            annotations.get("team").map(String::as_str),
+            Some("payments")
+        );
+        // Spec, status, identity and generation are what the pipeline reads: all kept.
+        assert_eq!(
+            serde_json::to_value(&cached.spec).unwrap(),
+            serde_json::to_value(&full.spec).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&cached.status).unwrap(),
+            serde_json::to_value(&full.status).unwrap()
+        );
+        assert_eq!(cached.metadata.generation, Some(2));
+        assert_eq!(cached.name_any(), "web");
+        let size = |sr: &ScanRequest| serde_json::to_vec(sr).unwrap().len();
+        assert!(
+            size(&cached) * 3 < size(&full) * 2,
+            "{} vs {}",
+            size(&cached),
+            size(&full)
+        );
+    }
+
+    #[test]
+    fn a_request_whose_only_annotation_was_kubectls_copy_is_left_with_none() {
+        let mut sr: ScanRequest = serde_yaml::from_str(APPLIED).unwrap();
+        if let Some(a) = sr.metadata.annotations.as_mut() {
+            a.remove("team");
+        }
+        trim(&mut sr);
+        assert!(sr.metadata.annotations.is_none());
+    }
 }
