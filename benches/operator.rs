@@ -75,6 +75,60 @@ mod cpu {
     }
 }
 
+mod heap {
+    //! Live heap bytes of this process, to measure a watch cache's memory per object.
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub struct Counting;
+    pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    // SAFETY: forwards to the system allocator and only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    pub fn live() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+}
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
+
+/// Heap bytes per object of a reflector cache of every ScanRequest in `api`, filled by a
+/// watcher as the operator's is, with or without the operator's trim.
+async fn cache_bytes_per_object(api: Api<ScanRequest>, trimmed: bool) -> f64 {
+    use kube::runtime::{WatchStreamExt, reflector};
+    let before = heap::live();
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let task = if trimmed {
+        tokio::spawn(
+            stream
+                .modify(scanreport_operator::controller::watch::trim)
+                .reflect(writer)
+                .for_each(|_| async {}),
+        )
+    } else {
+        tokio::spawn(stream.reflect(writer).for_each(|_| async {}))
+    };
+    store.wait_until_ready().await.expect("cache filled");
+    // Let the list's pages be released.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let objects = store.state().len().max(1);
+    let bytes = heap::live().saturating_sub(before);
+    task.abort();
+    bytes as f64 / objects as f64
+}
+
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
 /// Which digest each request scans: of every 100 requests, the first `shared_percent` take one
@@ -615,6 +669,23 @@ async fn main() {
     let rss_restart = op.peak_rss_mib();
     op.stop();
     watch.abort();
+    // The watch's memory per object: all requests Ready, as the operator's cache holds them.
+    let whole = cache_bytes_per_object(api.clone(), false).await;
+    let trimmed = cache_bytes_per_object(api.clone(), true).await;
+    let sample = api.list(&Default::default()).await.expect("list");
+    let json = |sr: &ScanRequest| serde_json::to_vec(sr).map_or(0, |v| v.len()) as f64;
+    let per = sample.items.len().max(1) as f64;
+    let json_whole = sample.items.iter().map(json).sum::<f64>() / per;
+    let json_trimmed = sample
+        .items
+        .iter()
+        .map(|sr| {
+            let mut sr = sr.clone();
+            scanreport_operator::controller::watch::trim(&mut sr);
+            json(&sr)
+        })
+        .sum::<f64>()
+        / per;
 
     let stats = adapter.stats();
     let t = all_ready.as_secs_f64();
@@ -664,6 +735,13 @@ async fn main() {
         resync.as_secs_f64()
     );
     println!("| operator peak RSS after the restart | {rss_restart:.0} MiB | |");
+    println!(
+        "| watch cache heap per Ready object, whole / trimmed (as the operator caches) | {whole:.0} B / {trimmed:.0} B ({:.2}) | |",
+        trimmed / whole.max(1.0)
+    );
+    println!(
+        "| JSON size per Ready object, whole / trimmed | {json_whole:.0} B / {json_trimmed:.0} B | |"
+    );
     let total = |d: &[(String, i64)]| d.iter().map(|(_, c)| c).sum::<i64>();
     println!(
         "| database statements per request, creation to Ready | {:.2} ({} in all) | ≤ 3 per new report |",
