@@ -125,7 +125,11 @@ async fn cache_bytes_per_object(api: Api<ScanRequest>, trimmed: bool) -> f64 {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let objects = store.state().len().max(1);
     let bytes = heap::live().saturating_sub(before);
+    // Free this cache before the next measurement starts counting: the writer lives in the task.
     task.abort();
+    let _ = task.await;
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     bytes as f64 / objects as f64
 }
 
