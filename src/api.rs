@@ -121,7 +121,8 @@ pub struct ScanRequestSpec {
     /// Rules the findings must satisfy for the request to be `Ready` (a vulnerability report
     /// must be among `reportMimeTypes`). Mutually exclusive with `policyRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyRules>,
+    // Boxed: most requests have none, and the watch cache holds every request.
+    pub policy: Option<Box<PolicyRules>>,
     /// A cluster-scoped `ScanPolicy` whose rules apply, by name. Mutually exclusive with
     /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,7 +374,9 @@ pub struct ScanRequestStatus {
     pub pending_rescan: Option<PendingRescan>,
     /// The verdict of `spec.policy` or `spec.policyRef` on the stored vulnerability reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyStatus>,
+    // Boxed: without a policy the watch cache, which holds every request, keeps a pointer
+    // instead of a whole verdict.
+    pub policy: Option<Box<PolicyStatus>>,
 }
 
 /// The verdict of the request's policy.

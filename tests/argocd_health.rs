@@ -30,7 +30,7 @@ fn sample(
     sr.status = Some(ScanRequestStatus {
         observed_generation: Some(observed),
         conditions: conditions(&[], overall, Some(observed), now),
-        policy,
+        policy: policy.map(Box::new),
         ..ScanRequestStatus::default()
     });
     serde_json::to_value(&sr).unwrap()

@@ -90,7 +90,7 @@ fn rules(value: serde_json::Value) -> PolicyRules {
 }
 
 fn with_policy(mut sr: ScanRequest, policy: PolicyRules) -> ScanRequest {
-    sr.spec.policy = Some(policy);
+    sr.spec.policy = Some(Box::new(policy));
     sr
 }
 

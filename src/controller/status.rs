@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use uuid::Uuid;
 
 use super::adapters;
@@ -74,7 +74,7 @@ pub fn settle(
         reports,
         rescan_token,
         pending_rescan,
-        policy: verdict.map(|v| v.status.clone()),
+        policy: verdict.map(|v| Box::new(v.status.clone())),
     };
     (status, next)
 }
@@ -108,20 +108,29 @@ pub async fn apply(
     if sr.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<ScanRequest> =
-        Api::namespaced(ctx.client.clone(), &sr.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "scanreport.io/v1alpha1",
         "kind": "ScanRequest",
         "status": status,
     });
-    api.patch_status(
-        &sr.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(ReconcileError::kube("applying the ScanRequest status"))?;
+    // `Api::patch_status` would decode the object the server sends back, managed fields and
+    // all, only to drop it: the watch brings the new object anyway.
+    let url = <ScanRequest as Resource>::url_path(&(), sr.namespace().as_deref());
+    let mut request = kube::core::Request::new(url)
+        .patch_subresource(
+            "status",
+            &sr.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .map_err(|e| {
+            ReconcileError::kube("applying the ScanRequest status")(kube::Error::BuildRequest(e))
+        })?;
+    request.extensions_mut().insert("patch_status");
+    ctx.client
+        .request_text(request)
+        .await
+        .map_err(ReconcileError::kube("applying the ScanRequest status"))?;
     Ok(())
 }
 
@@ -638,7 +647,7 @@ mod tests {
             ]
         );
         assert!(status.conditions[1].message.contains("CVE-2024-1"));
-        assert_eq!(status.policy, Some(bad.status.clone()));
+        assert_eq!(status.policy, Some(Box::new(bad.status.clone())));
         assert_eq!(
             status.rescan_token.as_deref(),
             Some("2026-11-28"),
@@ -672,7 +681,7 @@ mod tests {
             compliant,
             Overall::Progressing { usable: true, .. }
         ));
-        previous.policy = Some(verdict(false, None).status);
+        previous.policy = Some(Box::new(verdict(false, None).status));
         let violating = transient(&previous, false, "DatabaseUnavailable", "down".into());
         assert!(
             matches!(violating, Overall::Progressing { usable: false, .. }),
@@ -685,7 +694,7 @@ mod tests {
     #[test]
     fn withheld_reports_take_the_verdict_with_them() {
         let mut status = ScanRequestStatus {
-            policy: Some(verdict(false, None).status),
+            policy: Some(Box::new(verdict(false, None).status)),
             ..ScanRequestStatus::default()
         };
         withhold(&mut status);

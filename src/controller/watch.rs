@@ -18,18 +18,26 @@ use super::generations::{Change, Generations};
 use super::{error_policy, reconcile};
 use crate::api::{ScanPolicy, ScanRequest, Scanner};
 
+/// ScanRequests per page of the watch's list. A page is decoded whole, managed fields and
+/// all (about 10 KiB per Ready request), before its objects are trimmed into the cache: at
+/// kube's default of 500 a page was 5 MiB on top of the cache when a restarted operator
+/// listed 10,000 requests (docs/benchmarks.md).
+const LIST_PAGE: u32 = 100;
+
 /// Scanner and ScanPolicy changes buffered per controller; they change rarely, so a controller
 /// that falls this far behind has missed a burst and catches up at its next requeue.
 const SCANNER_FANOUT: usize = 1024;
 
 /// The changes of a shared watch (Scanners, ScanPolicies), as a controller trigger stream.
-fn subscribe<K: Clone + Send + 'static>(
-    changes: &broadcast::Sender<K>,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+/// Objects go by `Arc`: the channel keeps a slot per buffered change, and a slot of a whole
+/// Scanner would cost its size times [`SCANNER_FANOUT`] per channel (1.3 MB for both).
+fn subscribe<K: Send + Sync + 'static>(
+    changes: &broadcast::Sender<Arc<K>>,
+) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
     futures::stream::unfold(changes.subscribe(), |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(object) => return Some((Ok(object), rx)),
+                Ok(object) => return Some((object, rx)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
@@ -48,7 +56,7 @@ fn subscribe<K: Clone + Send + 'static>(
 fn shared_watch<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
-    fanout: broadcast::Sender<K>,
+    fanout: broadcast::Sender<Arc<K>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -67,7 +75,7 @@ where
         .for_each(move |object| {
             if let Ok(object) = object {
                 // No receiver yet (start-up) is fine: every request is reconciled at start.
-                let _ = fanout.send(object);
+                let _ = fanout.send(Arc::new(object));
             }
             futures::future::ready(())
         });
@@ -96,7 +104,7 @@ pub async fn run(
     // ScanRequests that name it. (kube's shared reflector streams do not pass deletions on, and
     // a deleted Scanner must stall its requests at once.)
     let (scanner_reader, scanner_writer) = reflector::store();
-    let (scanner_changes, _) = broadcast::channel::<Scanner>(SCANNER_FANOUT);
+    let (scanner_changes, _) = broadcast::channel::<Arc<Scanner>>(SCANNER_FANOUT);
     let scanner_cache = shared_watch(
         Api::<Scanner>::all(ctx.client.clone()),
         scanner_writer,
@@ -106,7 +114,7 @@ pub async fn run(
     ctx.adapters.add_scanner_store(scanner_reader.clone());
     // ScanPolicies the same way: a changed policy re-evaluates exactly its referrers.
     let (policy_reader, policy_writer) = reflector::store();
-    let (policy_changes, _) = broadcast::channel::<ScanPolicy>(SCANNER_FANOUT);
+    let (policy_changes, _) = broadcast::channel::<Arc<ScanPolicy>>(SCANNER_FANOUT);
     let policy_cache = shared_watch(
         Api::<ScanPolicy>::all(ctx.client.clone()),
         policy_writer,
@@ -145,7 +153,7 @@ pub async fn run(
         let (sr_store, writer) = reflector::store();
         let forget = ctx.clone();
         let mut generations = Generations::default();
-        let changes = watcher(requests, watcher::Config::default())
+        let changes = watcher(requests, watcher::Config::default().page_size(LIST_PAGE))
             .default_backoff()
             .modify(trim)
             .reflect(writer)
@@ -171,7 +179,7 @@ pub async fn run(
         stores.requests.push(sr_store.clone());
         let referrers = sr_store.clone();
         let controller = controller
-            .watches_stream(subscribe(&scanner_changes), move |scanner: Scanner| {
+            .watches_shared_stream(subscribe(&scanner_changes), move |scanner: Arc<Scanner>| {
                 let name = scanner.name_any();
                 sr_store
                     .state()
@@ -180,9 +188,12 @@ pub async fn run(
                     .map(|sr| ObjectRef::from(sr.as_ref()))
                     .collect::<Vec<_>>()
             })
-            .watches_stream(subscribe(&policy_changes), move |policy: ScanPolicy| {
-                policy_referrers(&referrers.state(), &policy.name_any())
-            })
+            .watches_shared_stream(
+                subscribe(&policy_changes),
+                move |policy: Arc<ScanPolicy>| {
+                    policy_referrers(&referrers.state(), &policy.name_any())
+                },
+            )
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|res| async move {

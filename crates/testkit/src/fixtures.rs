@@ -181,7 +181,7 @@ impl ScanRequestBuilder {
 
     /// `spec.policy`: inline policy rules.
     pub fn policy(mut self, rules: PolicyRules) -> Self {
-        self.spec.policy = Some(rules);
+        self.spec.policy = Some(Box::new(rules));
         self
     }
 
