@@ -9,6 +9,7 @@
 #   scripts/bench.sh operator_10k
 #                               10,000 ScanRequests, 70% sharing 100 digests, 30% distinct
 # BENCH_RUNS=3 repeats each benchmark (every run prints its own tables).
+# SCANREPORT_OPERATOR_BIN runs that operator binary instead of building the release one.
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,17 @@ fi
 [[ -n ${DATABASE_URL:-} ]] || pg_start
 KUBEBUILDER_ASSETS="$(scripts/envtest.sh)"
 export KUBEBUILDER_ASSETS
+
+# The benchmarks that run the operator measure the release binary as shipped (LTO, Cargo.toml);
+# their own harness is built with the lighter bench profile. A copy, so that building a bench
+# (which builds the binary with its own profile) cannot replace it.
+if [[ -z ${SCANREPORT_OPERATOR_BIN:-} ]]; then
+  log "cargo build --release --bin scanreport-operator (the binary the benchmarks run)"
+  cargo build --release --quiet --bin scanreport-operator
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  install -D -m 0755 "$target_dir/release/scanreport-operator" "$target_dir/bench-bin/scanreport-operator"
+  export SCANREPORT_OPERATOR_BIN="$target_dir/bench-bin/scanreport-operator"
+fi
 
 benches=("$@")
 [[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator operator_10k report_api policy churn)
