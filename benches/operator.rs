@@ -420,7 +420,9 @@ struct Statements {
     per_statement: bool,
 }
 
-type Counts = HashMap<String, i64>;
+/// Per statement text: calls, and milliseconds spent executing them (0 without
+/// `pg_stat_statements`).
+type Counts = HashMap<String, (i64, f64)>;
 
 impl Statements {
     async fn connect(database_url: &str) -> Self {
@@ -453,15 +455,15 @@ impl Statements {
 
     async fn snapshot(&self) -> Counts {
         if self.per_statement {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT query, sum(calls)::bigint FROM pg_stat_statements \
+            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+                "SELECT query, sum(calls)::bigint, sum(total_exec_time)::float8 FROM pg_stat_statements \
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                    AND query NOT LIKE '%pg_stat_%' GROUP BY query",
             )
             .fetch_all(&self.pool)
             .await
             .expect("read pg_stat_statements");
-            rows.into_iter().collect()
+            rows.into_iter().map(|(q, n, ms)| (q, (n, ms))).collect()
         } else {
             // Let idle backends flush their counters.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -473,15 +475,19 @@ impl Statements {
             .await
             .expect("read pg_stat_database");
             // Includes this benchmark's one transaction per snapshot.
-            HashMap::from([("(transactions)".to_owned(), total)])
+            HashMap::from([("(transactions)".to_owned(), (total, 0.0))])
         }
     }
 
-    fn delta(before: &Counts, after: &Counts) -> Vec<(String, i64)> {
+    /// (statement, calls, milliseconds) run between two snapshots, most called first.
+    fn delta(before: &Counts, after: &Counts) -> Vec<(String, i64, f64)> {
         let mut d: Vec<_> = after
             .iter()
-            .map(|(q, n)| (q.clone(), n - before.get(q).copied().unwrap_or(0)))
-            .filter(|(_, n)| *n > 0)
+            .map(|(q, (n, ms))| {
+                let (n0, ms0) = before.get(q).copied().unwrap_or((0, 0.0));
+                (q.clone(), n - n0, ms - ms0)
+            })
+            .filter(|(_, n, _)| *n > 0)
             .collect();
         d.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         d
@@ -843,7 +849,7 @@ async fn main() {
     println!(
         "| JSON size per Ready object, whole / trimmed | {json_whole:.0} B / {json_trimmed:.0} B | |"
     );
-    let total = |d: &[(String, i64)]| d.iter().map(|(_, c)| c).sum::<i64>();
+    let total = |d: &[(String, i64, f64)]| d.iter().map(|(_, c, _)| c).sum::<i64>();
     println!(
         "| database statements per request, creation to Ready | {:.2} ({} in all) | ≤ 3 per new report |",
         total(&db_run[..]) as f64 / n as f64,
@@ -857,13 +863,14 @@ async fn main() {
 
     for (phase, d) in [("creation to Ready", &db_run), ("restart", &db_resync)] {
         println!("\nDatabase statements, {phase}:\n");
-        println!("| statement | calls | per request |");
-        println!("|---|---:|---:|");
-        for (query, calls) in d.iter().take(14) {
+        println!("| statement | calls | per request | execution, ms in all | ms per call |");
+        println!("|---|---:|---:|---:|---:|");
+        for (query, calls, ms) in d.iter().take(14) {
             println!(
-                "| `{}` | {calls} | {:.3} |",
+                "| `{}` | {calls} | {:.3} | {ms:.0} | {:.3} |",
                 short(query),
-                *calls as f64 / n as f64
+                *calls as f64 / n as f64,
+                ms / (*calls).max(1) as f64
             );
         }
     }
