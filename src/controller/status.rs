@@ -116,20 +116,19 @@ pub async fn apply(
     // `Api::patch_status` would decode the object the server sends back, managed fields and
     // all, only to drop it: the watch brings the new object anyway.
     let url = <ScanRequest as Resource>::url_path(&(), sr.namespace().as_deref());
-    let mut request = kube::core::Request::new(url)
-        .patch_subresource(
-            "status",
-            &sr.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .map_err(|e| {
-            ReconcileError::kube("applying the ScanRequest status")(kube::Error::BuildRequest(e))
-        })?;
-    request.extensions_mut().insert("patch_status");
-    ctx.client
-        .request_text(request)
-        .await
+    let sent = async {
+        let mut request = kube::core::Request::new(url)
+            .patch_subresource(
+                "status",
+                &sr.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .map_err(kube::Error::BuildRequest)?;
+        request.extensions_mut().insert("patch_status");
+        ctx.client.request_text(request).await
+    };
+    sent.await
         .map_err(ReconcileError::kube("applying the ScanRequest status"))?;
     Ok(())
 }
