@@ -33,49 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use scanreport_operator::api::{ScanRequest, Scanner, ScannerSpec};
 use testkit::envtest;
 use testkit::fixtures::ScanRequestBuilder;
-use testkit::pgtest;
-
-mod cpu {
-    //! CPU seconds of the processes that share the machine, from `/proc/<pid>/stat`.
-
-    /// utime + stime of `pid`, plus its reaped children's when `children` (PostgreSQL's
-    /// postmaster reaps the backends that ended), in seconds.
-    pub fn seconds(pid: u32, children: bool) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
-        };
-        // Fields after the command name, which may hold spaces: state is field 3.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return 0.0;
-        };
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0.0))
-            .collect();
-        // rest[0] is field 3; utime 14, stime 15, cutime 16, cstime 17.
-        let at = |field: usize| f.get(field - 3).copied().unwrap_or(0.0);
-        let ticks = at(14) + at(15) + if children { at(16) + at(17) } else { 0.0 };
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        ticks / hz
-    }
-
-    /// (pid, parent pid, command name) of every process.
-    pub fn processes() -> Vec<(u32, u32, String)> {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1.to_owned();
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid, comm))
-        })
-        .collect()
-    }
-}
+use testkit::{cpu, pgtest};
 
 mod heap {
     //! Live heap bytes of this process, to measure a watch cache's memory per object.
@@ -526,14 +484,7 @@ impl Cpu {
                 .map(|(pid, _, _)| cpu::seconds(*pid, false))
                 .sum()
         };
-        let postgres = postmaster.map_or(0.0, |pm| {
-            cpu::seconds(pm, true)
-                + procs
-                    .iter()
-                    .filter(|(_, ppid, _)| *ppid == pm)
-                    .map(|(pid, _, _)| cpu::seconds(*pid, false))
-                    .sum::<f64>()
-        });
+        let postgres = postmaster.map_or(0.0, cpu::postgres);
         Self {
             operator: operator.map_or(0.0, |pid| cpu::seconds(pid, false)),
             bench: cpu::seconds(me, false),
@@ -558,17 +509,6 @@ impl Cpu {
     }
 }
 
-/// The postmaster's pid, from its pid file (readable when this runs as the server's owner or
-/// root; otherwise PostgreSQL's CPU is not sampled).
-async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
-    let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
-        .fetch_one(pool)
-        .await
-        .ok()?;
-    let file = std::fs::read_to_string(format!("{dir}/postmaster.pid")).ok()?;
-    file.lines().next()?.trim().parse().ok()
-}
-
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -590,7 +530,7 @@ async fn main() {
     let client = env.client();
     let database_url = pgtest::fresh_database("bench_operator").await;
     let statements = Statements::connect(&database_url).await;
-    let postmaster = postmaster_pid(&statements.pool).await;
+    let postmaster = cpu::postmaster_pid(&statements.pool).await;
     let adapter = DevScanner::start(DevScannerConfig {
         pending_polls: 0,
         ..Default::default()

@@ -8,7 +8,8 @@
 //! writers; the same statement and binds through sqlx with a connection per writer (no pool);
 //! `pgbench -c 8 -M prepared` running the very same statement text (generated from
 //! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter; and pgbench without
-//! the advisory lock, to show what it costs.
+//! the advisory lock, to show what it costs. Then the CPU each phase cost per upsert, in the
+//! client (this process, or pgbench) and in PostgreSQL, which share the machine's cores.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use scanreport_operator::api::SeveritySummary;
 use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
 use scanreport_operator::store::{NewReport, PoolConfig, REPORT_LOCK_CLASS, Store, UPSERT_SQL};
 use sqlx::ConnectOptions;
+use testkit::cpu;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
@@ -260,6 +262,15 @@ fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool, lock: bool) -> f
         .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"))
 }
 
+/// Starts every phase from the same state: the rows so far vacuumed and analysed, and the WAL
+/// checkpointed, so that no phase pays for background work the one before it caused.
+async fn settle(store: &Store) {
+    for sql in ["VACUUM (ANALYZE) scan_report", "CHECKPOINT"] {
+        // CHECKPOINT needs a privileged role; without it the phases are only less even.
+        let _ = sqlx::query(sql).execute(store.pool()).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
@@ -308,11 +319,25 @@ async fn main() {
     let size = sample_report().to_string().len();
     println!("report size: {size} bytes; writers: {writers}; {secs} s per phase");
 
+    let me = std::process::id();
+    let postmaster = cpu::postmaster_pid(store.pool()).await;
+    let pg = || postmaster.map_or(0.0, cpu::postgres);
+    // CPU seconds of (this process, pgbench runs it reaped, PostgreSQL).
+    let sample = || (cpu::seconds(me, false), cpu::reaped_children(me), pg());
     let mut rows = Vec::new();
+    let mut cpu_rows = Vec::new();
     for (label, hot) in [("distinct tuples", false), ("one hot tuple", true)] {
+        settle(&store).await;
+        let t0 = sample();
         let (ops, ours) = run_store(&store, writers, secs, hot).await;
-        let (_, direct) = run_direct(&url, writers, secs, hot).await;
+        let t1 = sample();
+        settle(&store).await;
+        let (direct_ops, direct) = run_direct(&url, writers, secs, hot).await;
+        let t2 = sample();
+        settle(&store).await;
         let floor = run_pgbench(&url, writers, secs, hot, true);
+        let t3 = sample();
+        settle(&store).await;
         let unlocked = run_pgbench(&url, writers, secs, hot, false);
         let ratio = ours / floor * 100.0;
         println!(
@@ -320,25 +345,38 @@ async fn main() {
              pgbench {floor:.0}/s, pgbench without the advisory lock {unlocked:.0}/s, {ratio:.0}%"
         );
         rows.push((label, ours, direct, floor, unlocked));
+        // Milliseconds of CPU per upsert: the client's and the server's.
+        let per = |secs: f64, n: f64| secs * 1000.0 / n.max(1.0);
+        let floor_ops = floor * secs as f64;
+        cpu_rows.push((
+            label,
+            [
+                (per(t1.0 - t0.0, ops as f64), per(t1.2 - t0.2, ops as f64)),
+                (
+                    per(t2.0 - t1.0, direct_ops as f64),
+                    per(t2.2 - t1.2, direct_ops as f64),
+                ),
+                (per(t3.1 - t2.1, floor_ops), per(t3.2 - t2.2, floor_ops)),
+            ],
+        ));
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM scan_report")
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
-    println!("rows after the run: {count}");
-    println!(
-        "\n| workload | store (upserts/s) | sqlx, a connection per writer | pgbench -c {writers} (tps) | store / pgbench | sqlx / pgbench | pgbench without the advisory lock | lock costs pgbench |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (label, ours, direct, floor, unlocked) in rows {
+    if postmaster.is_some() {
         println!(
-            "| {label} | {ours:.0} | {direct:.0} | {floor:.0} | {:.0}% | {:.0}% | {unlocked:.0} | {:.0}% |",
-            ours / floor * 100.0,
-            direct / floor * 100.0,
-            (1.0 - floor / unlocked) * 100.0
+            "\nCPU per upsert, ms (client / PostgreSQL; 2 cores shared by both, /proc/<pid>/stat):"
         );
+        println!("| workload | store | sqlx, a connection per writer | pgbench |");
+        println!("|---|---:|---:|---:|");
+        for (label, phases) in cpu_rows {
+            let cell = |(client, server): (f64, f64)| format!("{client:.3} / {server:.3}");
+            println!(
+                "| {label} | {} | {} | {} |",
+                cell(phases[0]),
+                cell(phases[1]),
+                cell(phases[2])
+            );
+        }
     }
-    store.pool().close().await;
+    store.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
     )))

@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     if let Some(api) = report_api {
         let _ = api.await;
     }
-    store.pool().close().await;
+    store.close().await;
     tracing::info!("stopped");
     result
 }

@@ -322,3 +322,80 @@ async fn the_findings_migration_backfills_old_reports_as_the_upsert_extracts_the
         .collect();
     assert_eq!(found, vec![(id, expected)]);
 }
+
+/// The store's statements reuse their connections: many statements in a row open no new
+/// session each (sqlx's pool answered every statement with a ping round trip; this one must
+/// not trade that for a reconnect).
+#[tokio::test]
+async fn statements_in_a_row_reuse_one_connection() {
+    let url = pgtest::fresh_database("reuse").await;
+    let config = PoolConfig {
+        max_connections: 2,
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(&url, &config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("read the session count")
+    };
+    store.now().await.expect("first statement");
+    let before = sessions().await;
+    for _ in 0..50 {
+        store.now().await.expect("statement");
+    }
+    let digest = digest(7);
+    for i in 0..20 {
+        store
+            .upsert(&report(digest.clone(), i, t0() + Duration::seconds(i)))
+            .await
+            .expect("upsert");
+    }
+    // The statistics collector flushes a backend's counters when it goes idle.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let opened = sessions().await - before;
+    assert!(opened <= 1, "70 statements opened {opened} sessions");
+    store.close().await;
+}
+
+/// A statement abandoned mid-flight (its reconcile was cancelled) leaves its connection in an
+/// unknown state: it is closed, so the next statement does not queue behind the abandoned one.
+#[tokio::test]
+async fn a_statement_abandoned_mid_flight_does_not_hold_up_the_next_one() {
+    use scanreport_operator::store::REPORT_LOCK_CLASS;
+    let url = pgtest::fresh_database("abandon").await;
+    let config = PoolConfig {
+        max_connections: 1,
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(&url, &config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let r = report(digest(9), 1, t0());
+    // Another session holds the tuple's upsert lock, so the store's upsert waits on it.
+    use sqlx::Connection;
+    let mut blocker = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2::text))")
+        .bind(REPORT_LOCK_CLASS)
+        .bind(r.id())
+        .execute(&mut blocker)
+        .await
+        .expect("take the lock");
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::from_millis(300), store.upsert(&r)).await;
+    assert!(abandoned.is_err(), "the upsert must wait on the lock");
+    // The lock is still held: the next statement must not wait for the abandoned one.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), store.now()).await;
+    assert!(
+        matches!(next, Ok(Ok(_))),
+        "the next statement waited behind the abandoned one: {next:?}"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut blocker)
+        .await
+        .expect("release the lock");
+    store.close().await;
+}

@@ -14,6 +14,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
+use super::connections::on_conn;
 use super::reports::{decode_meta, meta_columns};
 use super::{ReportMeta, Store, StoreError};
 use crate::identity::ReportKey;
@@ -214,14 +215,13 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
 impl Store {
     /// The job of a report id, if any.
     pub async fn job(&self, report_id: Uuid) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!(
+        let row = on_conn!(self, c => sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
             ", now() AS db_now FROM scan_job WHERE report_id = $1"
         ))
         .bind(report_id)
-        .fetch_optional(self.pool())
-        .await
+        .fetch_optional(c))
         .map_err(StoreError::query_err("reading a scan job"))?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -280,11 +280,11 @@ impl Store {
                 )
             };
         }
-        let row = match open {
+        let row = on_conn!(self, c => match open {
             None => sqlx::query(read_state!())
                 .bind(report_id)
                 .bind(touch_secs)
-                .fetch_one(self.pool()),
+                .fetch_one(c),
             Some(o) => sqlx::query(read_state!(""))
                 .bind(report_id)
                 .bind(touch_secs)
@@ -297,9 +297,8 @@ impl Store {
                 .bind(o.holder)
                 .bind(secs(o.leases.claim))
                 .bind(QUEUE_LOCK_CLASS)
-                .fetch_one(self.pool()),
-        }
-        .await
+                .fetch_one(c),
+        })
         .map_err(StoreError::query_err("reading a report and its scan job"))?;
         let q = StoreError::query_err("decoding a report and its scan job");
         let now: DateTime<Utc> = row.try_get("db_now").map_err(q)?;
@@ -360,7 +359,7 @@ impl Store {
         failed_retry_after: Duration,
         leases: &Leases,
     ) -> Result<Job, StoreError> {
-        let row = sqlx::query(returning_job!(
+        let row = on_conn!(self, c => sqlx::query(returning_job!(
             "WITH waiter AS (INSERT INTO scan_job_waiter AS w \
                (report_id, namespace, registration_uuid, lease_expires_at) \
                VALUES ($1, $9, $2, now() + make_interval(secs => $5)) \
@@ -390,8 +389,7 @@ impl Store {
         .bind(retry_failed)
         .bind(secs(failed_retry_after))
         .bind(namespace)
-        .fetch_optional(self.pool())
-        .await
+        .fetch_optional(c))
         .map_err(StoreError::query_err("requesting a scan"))?;
         match row {
             Some(row) => job_from_row(&row),
@@ -416,15 +414,14 @@ impl Store {
         leases: &Leases,
     ) -> Result<Claim, StoreError> {
         let (outcome, ahead): (String, i64) =
-            sqlx::query_as("SELECT outcome, ahead FROM scan_job_claim($1, $2, $3, $4, $5, $6)")
+            on_conn!(self, c => sqlx::query_as("SELECT outcome, ahead FROM scan_job_claim($1, $2, $3, $4, $5, $6)")
                 .bind(report_id)
                 .bind(registration_uuid)
                 .bind(max_in_flight)
                 .bind(holder)
                 .bind(secs(leases.claim))
                 .bind(QUEUE_LOCK_CLASS)
-                .fetch_one(self.pool())
-                .await
+                .fetch_one(c))
                 .map_err(StoreError::query_err("claiming a scan slot"))?;
         let vanished = |what: &str| StoreError::Corrupt {
             id: report_id,
@@ -478,7 +475,7 @@ impl Store {
         leases: &Leases,
         poll_held: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET state = 'submitted', scan_id = $3, submitted_at = now(), \
                next_poll_at = now() + make_interval(secs => $5), \
                lease_expires_at = now() + make_interval(secs => $4), updated_at = now() \
@@ -489,8 +486,7 @@ impl Store {
         .bind(scan_id)
         .bind(secs(leases.scan))
         .bind(secs(poll_held))
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("recording a scan submission"))?;
         Ok(done.rows_affected() == 1)
     }
@@ -502,7 +498,7 @@ impl Store {
         holder: &str,
         leases: &Leases,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET state = 'queued', holder = NULL, \
                lease_expires_at = now() + make_interval(secs => $3), updated_at = now() \
              WHERE report_id = $1 AND state = 'submitting' AND holder = $2",
@@ -510,8 +506,7 @@ impl Store {
         .bind(report_id)
         .bind(holder)
         .bind(secs(leases.queue))
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("releasing a scan claim"))?;
         Ok(())
     }
@@ -523,15 +518,14 @@ impl Store {
         scan_id: &str,
         after: Duration,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET next_poll_at = now() + make_interval(secs => $3), \
                updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
         )
         .bind(report_id)
         .bind(scan_id)
         .bind(secs(after))
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("scheduling a poll"))?;
         Ok(())
     }
@@ -547,7 +541,7 @@ impl Store {
         scan_id: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let taken = sqlx::query(
+        let taken = on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET next_poll_at = now() + make_interval(secs => $3), \
                updated_at = now() \
              WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted' \
@@ -556,8 +550,7 @@ impl Store {
         .bind(report_id)
         .bind(scan_id)
         .bind(secs(lease))
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("taking a poll"))?;
         Ok(taken.rows_affected() == 1)
     }
@@ -570,7 +563,7 @@ impl Store {
         report_id: Uuid,
         scan_id: &str,
     ) -> Result<Option<Duration>, StoreError> {
-        let took: Option<f64> = sqlx::query_scalar(
+        let took: Option<f64> = on_conn!(self, c => sqlx::query_scalar(
             "UPDATE scan_job SET state = 'done', completed_at = now(), scan_id = NULL, \
                holder = NULL, lease_expires_at = NULL, next_poll_at = NULL, last_error = NULL, \
                updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted' \
@@ -578,8 +571,7 @@ impl Store {
         )
         .bind(report_id)
         .bind(scan_id)
-        .fetch_optional(self.pool())
-        .await
+        .fetch_optional(c))
         .map_err(StoreError::query_err("completing a scan"))?;
         Ok(took.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()))
     }
@@ -591,7 +583,7 @@ impl Store {
         scan_id: &str,
         leases: &Leases,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET state = 'queued', scan_id = NULL, holder = NULL, \
                next_poll_at = NULL, lease_expires_at = now() + make_interval(secs => $3), \
                updated_at = now() WHERE report_id = $1 AND scan_id = $2 AND state = 'submitted'",
@@ -599,8 +591,7 @@ impl Store {
         .bind(report_id)
         .bind(scan_id)
         .bind(secs(leases.queue))
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("re-queueing a lost scan"))?;
         Ok(())
     }
@@ -612,7 +603,7 @@ impl Store {
         holder_or_scan: &str,
         error: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_conn!(self, c => sqlx::query(
             "UPDATE scan_job SET state = 'failed', last_error = $3, scan_id = NULL, \
                holder = NULL, lease_expires_at = NULL, next_poll_at = NULL, updated_at = now() \
              WHERE report_id = $1 AND state IN ('submitting', 'submitted') \
@@ -621,8 +612,7 @@ impl Store {
         .bind(report_id)
         .bind(holder_or_scan)
         .bind(error)
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("recording a failed scan"))?;
         Ok(())
     }
@@ -634,7 +624,7 @@ impl Store {
         &self,
         registration_uuid: Uuid,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as(
+        on_conn!(self, c => sqlx::query_as(
             "SELECT coalesce(w.namespace, '') AS namespace, count(*) FROM scan_job j \
              LEFT JOIN scan_job_waiter w \
                ON w.report_id = j.report_id AND w.lease_expires_at > now() \
@@ -642,21 +632,19 @@ impl Store {
              GROUP BY 1 ORDER BY 1",
         )
         .bind(registration_uuid)
-        .fetch_all(self.pool())
-        .await
+        .fetch_all(c))
         .map_err(StoreError::query_err("counting queued scans per namespace"))
     }
 
     /// In-flight (claimed or submitted, lease alive) and queued job counts of one scanner.
     pub async fn scanner_load(&self, registration_uuid: Uuid) -> Result<(i64, i64), StoreError> {
-        sqlx::query_as(
+        on_conn!(self, c => sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state IN ('submitting', 'submitted')), \
                count(*) FILTER (WHERE state = 'queued') FROM scan_job \
              WHERE registration_uuid = $1 AND lease_expires_at > now()",
         )
         .bind(registration_uuid)
-        .fetch_one(self.pool())
-        .await
+        .fetch_one(c))
         .map_err(StoreError::query_err("counting scans in flight"))
     }
 }

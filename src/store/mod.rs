@@ -4,6 +4,7 @@
 //!
 //! Reports live here, never in etcd; a ScanRequest's status only carries their ids and counts.
 
+mod connections;
 pub mod jobs;
 pub mod reports;
 pub mod retention;
@@ -14,12 +15,15 @@ pub use reports::{
 };
 pub use retention::Swept;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
+
+use connections::{Connections, on_conn};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -79,6 +83,10 @@ impl StoreError {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Every statement of the store runs on these (see [`connections`]).
+    connections: Arc<Connections>,
+    /// sqlx's pool, for migrations and for callers that run their own SQL ([`Store::pool`]);
+    /// lazy, so it opens a connection only when used.
     pool: PgPool,
     /// See [`PoolConfig::max_clock_skew`].
     max_clock_skew: Duration,
@@ -144,8 +152,8 @@ fn describe(options: &PgConnectOptions) -> String {
 }
 
 impl Store {
-    /// Connects lazily checked: the pool opens one connection now so a bad URL or an unreachable
-    /// server is reported at start-up with a clear message.
+    /// Connects: one connection is opened now, so a bad URL or an unreachable server is
+    /// reported at start-up with a clear message.
     pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<Self, StoreError> {
         let options: PgConnectOptions = database_url.parse().map_err(StoreError::InvalidUrl)?;
         let target = describe(&options);
@@ -158,25 +166,39 @@ impl Store {
             ),
             ("lock_timeout", config.lock_timeout.as_millis().to_string()),
         ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            // No ping before every acquire: it was a second round trip in front of every
-            // statement. sqlx still pings each connection when it is returned (in the
-            // background) and drops a broken one; a connection that dies while idle fails its
-            // next statement with an I/O error, which is transient (the reconcile retries).
-            .test_before_acquire(false)
-            .connect_with(options)
+        let connections = Connections::new(
+            options.clone(),
+            config.max_connections,
+            config.acquire_timeout,
+        );
+        // One connection now, so a bad URL or an unreachable server is reported at start-up.
+        let mut first = connections
+            .acquire()
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
+        first.settle(&Ok::<(), sqlx::Error>(()));
+        drop(first);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
+            .idle_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
         Ok(Self {
+            connections: Arc::new(connections),
             pool,
             max_clock_skew: config.max_clock_skew,
         })
     }
 
+    /// A store on `pool`'s server, with as many connections of its own as `pool` may open.
     pub fn from_pool(pool: PgPool) -> Self {
+        let connections = Connections::new(
+            (*pool.connect_options()).clone(),
+            pool.options().get_max_connections(),
+            pool.options().get_acquire_timeout(),
+        );
         Self {
+            connections: Arc::new(connections),
             pool,
             max_clock_skew: PoolConfig::MAX_CLOCK_SKEW,
         }
@@ -188,8 +210,15 @@ impl Store {
         self
     }
 
+    /// sqlx's pool on the store's server, for running other SQL (tests, tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Closes the store's connections and the pool, waiting for nothing in flight.
+    pub async fn close(&self) {
+        self.connections.close().await;
+        self.pool.close().await;
     }
 
     /// Applies pending migrations. Safe to run from many processes at once: sqlx serialises
@@ -201,9 +230,7 @@ impl Store {
 
     /// The database clock, so that every replica compares times on one clock.
     pub async fn now(&self) -> Result<DateTime<Utc>, StoreError> {
-        sqlx::query_scalar("SELECT now()")
-            .fetch_one(&self.pool)
-            .await
+        on_conn!(self, c => sqlx::query_scalar("SELECT now()").fetch_one(c))
             .map_err(StoreError::query_err("reading the database clock"))
     }
 }

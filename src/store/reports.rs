@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
+use super::connections::on_conn;
 use super::{Store, StoreError};
 use crate::api::SeveritySummary;
 use crate::identity::{Digest, ReportKey};
@@ -289,7 +290,7 @@ impl Store {
             .bind(sqlx::types::Json(body.as_deref().unwrap_or(&report.report)));
         // The statement encoded its copy of the body when it was bound.
         drop(body);
-        let row = query
+        let row = on_conn!(self, c => query
             .bind(s.critical)
             .bind(s.high)
             .bind(s.medium)
@@ -305,9 +306,8 @@ impl Store {
             .bind(self.max_clock_skew.as_secs_f64())
             .bind(report.findings.as_ref().map(sqlx::types::Json))
             .bind(scan_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query_err("upserting a report"))?;
+            .fetch_one(c))
+        .map_err(StoreError::query_err("upserting a report"))?;
         let corrupt = |e: sqlx::Error| StoreError::Corrupt {
             id,
             reason: e.to_string(),
@@ -341,14 +341,13 @@ impl Store {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<StoredReport>, StoreError> {
-        let row = sqlx::query(concat!(
+        let row = on_conn!(self, c => sqlx::query(concat!(
             "SELECT ",
             meta_columns!(),
             ", report FROM scan_report WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(c))
         .map_err(StoreError::query_err("reading a report"))?;
         row.map(|row| {
             let meta = decode_meta(&row)?;
@@ -363,14 +362,13 @@ impl Store {
 
     /// Metadata of the report of one tuple, if stored.
     pub async fn get_meta(&self, id: Uuid) -> Result<Option<ReportMeta>, StoreError> {
-        let row = sqlx::query(concat!(
+        let row = on_conn!(self, c => sqlx::query(concat!(
             "SELECT ",
             meta_columns!(),
             " FROM scan_report WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(c))
         .map_err(StoreError::query_err("reading report metadata"))?;
         row.as_ref().map(decode_meta).transpose()
     }
@@ -384,13 +382,12 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
+        let rows = on_conn!(self, c => sqlx::query(
             "SELECT id, updated_at, findings FROM scan_report \
              WHERE id = ANY($1) AND findings IS NOT NULL ORDER BY id",
         )
         .bind(ids)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c))
         .map_err(StoreError::query_err("reading report findings"))?;
         rows.iter()
             .map(|row| {
@@ -421,14 +418,13 @@ impl Store {
         if ids.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
-        let rows = sqlx::query(concat!(
+        let rows = on_conn!(self, c => sqlx::query(concat!(
             "SELECT ",
             meta_columns!(),
             " FROM scan_report WHERE id = ANY($1)"
         ))
         .bind(ids)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c))
         .map_err(StoreError::query_err("listing report metadata"))?;
         rows.iter()
             .map(|row| decode_meta(row).map(|m| (m.id, m)))
@@ -447,6 +443,16 @@ impl Store {
     ) -> Result<u64, StoreError> {
         use futures::TryStreamExt;
         let chunk = i32::try_from(chunk.clamp(1024, 8 << 20)).unwrap_or(1 << 20);
+        let mut lease = self
+            .connections
+            .acquire()
+            .await
+            .map_err(StoreError::query_err("reading a report body"))?;
+        let Some(conn) = lease.conn() else {
+            return Err(StoreError::query_err("reading a report body")(
+                sqlx::Error::PoolClosed,
+            ));
+        };
         // MATERIALIZED: render the text once, not once per piece.
         let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
             "WITH body AS MATERIALIZED (
@@ -457,32 +463,40 @@ impl Store {
         )
         .bind(id)
         .bind(chunk)
-        .fetch(&self.pool);
+        .fetch(conn);
         let mut sent = 0u64;
-        while let Some(piece) = rows
-            .try_next()
-            .await
-            .map_err(StoreError::query_err("reading a report body"))?
-        {
+        loop {
+            let piece = match rows.try_next().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    let failed = Err(e);
+                    drop(rows);
+                    lease.settle(&failed);
+                    return failed.map_err(StoreError::query_err("reading a report body"));
+                }
+            };
             sent = sent.saturating_add(piece.len() as u64);
             if out.send(Ok(piece)).await.is_err() {
-                // The client went away; stop reading.
-                break;
+                // The client went away: stop reading; the rest of the rows is left unread, so
+                // the connection is closed, not reused.
+                return Ok(sent);
             }
         }
+        drop(rows);
+        lease.settle(&Ok::<(), sqlx::Error>(()));
         Ok(sent)
     }
 
     /// Metadata of every report of a digest, ordered by registration and MIME type.
     pub async fn list_by_digest(&self, digest: &Digest) -> Result<Vec<ReportMeta>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let rows = on_conn!(self, c => sqlx::query(concat!(
             "SELECT ",
             meta_columns!(),
             " FROM scan_report WHERE digest = $1 ORDER BY registration_uuid, mime_type"
         ))
         .bind(digest.as_str())
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(c))
         .map_err(StoreError::query_err("listing reports"))?;
         rows.iter().map(decode_meta).collect()
     }

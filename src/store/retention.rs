@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::connections::on_conn;
 use super::{Store, StoreError};
 
 /// Report ids per refresh statement.
@@ -49,14 +50,13 @@ impl Store {
     pub async fn touch_reports(&self, ids: &[Uuid], slack: Duration) -> Result<u64, StoreError> {
         let mut touched = 0;
         for chunk in ids.chunks(TOUCH_BATCH) {
-            let done = sqlx::query(
+            let done = on_conn!(self, c => sqlx::query(
                 "UPDATE scan_report SET last_referenced_at = now() \
                  WHERE id = ANY($1) AND last_referenced_at < now() - make_interval(secs => $2)",
             )
             .bind(chunk)
             .bind(secs(slack))
-            .execute(self.pool())
-            .await
+            .execute(c))
             .map_err(StoreError::query_err("recording referenced reports"))?;
             touched += done.rows_affected();
         }
@@ -71,7 +71,7 @@ impl Store {
         retention: Duration,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = on_conn!(self, c => sqlx::query(
             "DELETE FROM scan_report WHERE id IN ( \
                SELECT id FROM scan_report \
                 WHERE last_referenced_at < now() - make_interval(secs => $1) \
@@ -80,8 +80,7 @@ impl Store {
         )
         .bind(secs(retention))
         .bind(batch)
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("deleting unreferenced reports"))?;
         Ok(done.rows_affected())
     }
@@ -89,7 +88,7 @@ impl Store {
     /// Deletes up to `batch` done or failed jobs last changed more than `keep` ago. A request
     /// that still wants such a tuple enqueues a new job, as it would re-queue the old one.
     pub async fn sweep_jobs_batch(&self, keep: Duration, batch: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = on_conn!(self, c => sqlx::query(
             "DELETE FROM scan_job WHERE report_id IN ( \
                SELECT report_id FROM scan_job \
                 WHERE state IN ('done', 'failed') \
@@ -99,8 +98,7 @@ impl Store {
         )
         .bind(secs(keep))
         .bind(batch)
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("deleting finished scan jobs"))?;
         Ok(done.rows_affected())
     }
@@ -113,7 +111,7 @@ impl Store {
         keep: Duration,
         batch: i64,
     ) -> Result<(u64, u64), StoreError> {
-        let waiters = sqlx::query(
+        let waiters = on_conn!(self, c => sqlx::query(
             "DELETE FROM scan_job_waiter WHERE (report_id, namespace) IN ( \
                SELECT report_id, namespace FROM scan_job_waiter \
                 WHERE lease_expires_at < now() - make_interval(secs => $1) \
@@ -122,10 +120,9 @@ impl Store {
         )
         .bind(secs(keep))
         .bind(batch)
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("deleting expired scan waiters"))?;
-        let turns = sqlx::query(
+        let turns = on_conn!(self, c => sqlx::query(
             "DELETE FROM scan_queue_turn WHERE (registration_uuid, namespace) IN ( \
                SELECT registration_uuid, namespace FROM scan_queue_turn \
                 WHERE served_at < now() - make_interval(secs => $1) \
@@ -134,8 +131,7 @@ impl Store {
         )
         .bind(secs(keep))
         .bind(batch)
-        .execute(self.pool())
-        .await
+        .execute(c))
         .map_err(StoreError::query_err("deleting old queue turns"))?;
         Ok((waiters.rows_affected(), turns.rows_affected()))
     }
@@ -182,13 +178,12 @@ impl Store {
 
     /// On-disk size of each of [`TABLES`] with its indexes and TOAST, in bytes.
     pub async fn table_bytes(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as(
+        on_conn!(self, c => sqlx::query_as(
             "SELECT t, coalesce(pg_total_relation_size(to_regclass(t)), 0) \
              FROM unnest($1::text[]) AS t ORDER BY t",
         )
         .bind(TABLES)
-        .fetch_all(self.pool())
-        .await
+        .fetch_all(c))
         .map_err(StoreError::query_err("measuring table sizes"))
     }
 }

@@ -8,10 +8,12 @@
 //! - [`operator`]: the operator binary run as a process against the control plane, and Scanners.
 //! - [`aggregation`]: the report API's APIService, routed to the operator on loopback.
 //! - [`fixtures`]: builders for test ScanRequests and registry credential Secrets.
+//! - [`cpu`]: CPU seconds per process, for the benchmarks.
 //!
 //! The binary `control-plane` runs [`envtest`] as a process of its own, for scripts/demo.sh.
 
 pub mod aggregation;
+pub mod cpu;
 pub mod envtest;
 pub mod fixtures;
 pub mod operator;

@@ -34,7 +34,7 @@ pub async fn migrated_database(prefix: &str) -> String {
         .await
         .expect("connect to the test database");
     store.migrate().await.expect("migrate the test database");
-    store.pool().close().await;
+    store.close().await;
     url
 }
 

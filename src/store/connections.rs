@@ -1,0 +1,160 @@
+//! The store's PostgreSQL connections: a fixed budget, each handed from one statement to the
+//! next without a round trip in between.
+//!
+//! sqlx's pool pings every connection it takes back (a `Sync` and its answer) before another
+//! statement may use it: one more round trip, a spawned task and a server wake-up per
+//! statement. On one hot tuple that cost the upsert 15–24% of pgbench's rate
+//! (docs/benchmarks.md, "Report upsert"). Here a connection goes back to the idle list as it is
+//! when its statement finished, and is closed instead when the statement failed on the
+//! connection itself, or never finished (its future was dropped: a cancelled reconcile), which
+//! is what the ping guarded against.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// An idle connection older than this is closed rather than reused: the server or a firewall
+/// may have dropped it meanwhile (sqlx's default idle timeout).
+const MAX_IDLE: Duration = Duration::from_secs(600);
+
+pub(crate) struct Connections {
+    options: PgConnectOptions,
+    /// Idle connections and when each went idle; the newest last, so the warmest is reused.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// One permit per connection that may be open.
+    slots: Semaphore,
+    acquire_timeout: Duration,
+}
+
+impl Connections {
+    pub(crate) fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
+        Self {
+            options,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(usize::try_from(max.max(1)).unwrap_or(1)),
+            acquire_timeout,
+        }
+    }
+
+    /// A connection for one statement: an idle one, or a new one while the budget allows.
+    /// Waits at most the acquire timeout for a free slot (`PoolTimedOut`); `PoolClosed` after
+    /// [`Connections::close`].
+    pub(crate) async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+        let slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let reused = loop {
+            let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            match popped {
+                Some((conn, since)) if since.elapsed() < MAX_IDLE => break Some(conn),
+                // Too old: close it and look again.
+                Some((conn, _)) => close_later(conn),
+                None => break None,
+            }
+        };
+        let conn = match reused {
+            Some(conn) => conn,
+            None => self.options.connect().await?,
+        };
+        Ok(Lease {
+            conn: Some(conn),
+            owner: self,
+            _slot: slot,
+            reusable: false,
+        })
+    }
+
+    /// Refuses new leases and closes the idle connections; leased ones close when returned.
+    pub(crate) async fn close(&self) {
+        self.slots.close();
+        let idle = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(_) => Vec::new(),
+        };
+        for (conn, _) in idle {
+            // Closing is a courtesy to the server; a failure changes nothing here.
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Closes a connection in the background (the server then ends its backend at once, instead of
+/// when it notices the socket is gone); outside a runtime it is just dropped.
+fn close_later(conn: PgConnection) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = conn.close().await;
+        });
+    }
+}
+
+/// One statement's use of a connection. It goes back to the idle list only after
+/// [`Lease::settle`] saw a result that leaves the connection usable.
+pub(crate) struct Lease<'a> {
+    conn: Option<PgConnection>,
+    owner: &'a Connections,
+    _slot: SemaphorePermit<'a>,
+    reusable: bool,
+}
+
+impl Lease<'_> {
+    /// The connection; `None` never happens before `drop` takes it.
+    pub(crate) fn conn(&mut self) -> Option<&mut PgConnection> {
+        self.conn.as_mut()
+    }
+
+    /// Records how the statement ended: a database error (a constraint, a timeout the server
+    /// enforced) leaves the connection usable; an I/O, TLS or protocol failure does not.
+    pub(crate) fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        self.reusable = match result {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::PoolClosed
+            ),
+        };
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.reusable || self.owner.slots.is_closed() {
+            close_later(conn);
+            return;
+        }
+        match self.owner.idle.lock() {
+            Ok(mut idle) => idle.push((conn, Instant::now())),
+            Err(_) => close_later(conn),
+        }
+    }
+}
+
+/// Runs one statement on a leased connection of `$store`: `on_conn!(self, c => query.fetch_one(c))`.
+/// Evaluates to the statement's `Result<_, sqlx::Error>`; failing to get a connection is one of
+/// those errors too.
+macro_rules! on_conn {
+    ($store:expr, $c:ident => $run:expr) => {
+        async {
+            let mut lease = $store.connections.acquire().await?;
+            let result = match lease.conn() {
+                Some($c) => $run.await,
+                None => Err(sqlx::Error::PoolClosed),
+            };
+            lease.settle(&result);
+            result
+        }
+        .await
+    };
+}
+pub(crate) use on_conn;
