@@ -375,6 +375,61 @@ async fn twenty_requests_for_one_artifact_make_one_scan_per_tuple() {
     assert_eq!(stats.scans_accepted, 2);
 }
 
+/// Requests that joined one scan are woken by the reconcile that stored its report: all of
+/// them are Ready moments after the first, not after their own timers (the scan below takes
+/// two polls, so most requests lose the race to fetch it and wait).
+#[tokio::test]
+async fn requests_that_joined_one_scan_are_ready_together_when_its_report_is_stored() {
+    let f = fixture(
+        "wake",
+        DevScannerConfig {
+            pending_polls: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "wake").await;
+    let _op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let d = digest();
+    const N: usize = 12;
+    for i in 0..N {
+        create(
+            &f.client,
+            &ns,
+            &request(&format!("joined-{i}"), &f.scanner, &d, &[VULN]),
+        )
+        .await;
+    }
+    let api: Api<ScanRequest> = Api::namespaced(f.client.clone(), &ns);
+    let mut ready_at: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while ready_at.len() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {N} requests became Ready",
+            ready_at.len()
+        );
+        for sr in api.list(&ListParams::default()).await.unwrap() {
+            if is_ready(&sr) {
+                ready_at
+                    .entry(sr.name_any())
+                    .or_insert_with(std::time::Instant::now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = ready_at.values().min().copied().unwrap();
+    let last = ready_at.values().max().copied().unwrap();
+    // Without the wake-up, the requests that lost the fetch sleep their 5 s fallback.
+    assert!(
+        last - first < Duration::from_millis(2500),
+        "the last request was Ready {:?} after the first",
+        last - first
+    );
+    let stats = f.adapter.stats();
+    assert_eq!(stats.scans_for(&d, VULN), 1, "{stats:?}");
+}
+
 #[tokio::test]
 async fn two_replicas_converge_on_one_result_without_errors() {
     let f = fixture(

@@ -133,6 +133,8 @@ pub struct Context {
     /// whoever polls it scrubs the submitter's credentials from what the adapter echoes too.
     /// Only this process's submissions are known; other text of a shared scan stays generic.
     submitters: Mutex<HashMap<uuid::Uuid, Redactor>>,
+    /// Requests waiting on a scan another request runs, woken when it ends.
+    pub wakeups: super::wakeups::Wakeups,
 }
 
 /// Proofs of access kept at once; beyond it the oldest are proven again when next needed.
@@ -163,6 +165,7 @@ impl Context {
             rescans: super::limits::RescanLimiter::new(config.rescans_per_hour),
             access_options: AccessOptions::default(),
             submitters: Mutex::default(),
+            wakeups: super::wakeups::Wakeups::default(),
             client,
             store,
             config,
@@ -231,6 +234,7 @@ impl Context {
     pub fn forget_request(&self, object: &ObjectRef<ScanRequest>) {
         self.backoff.forget(object);
         self.recorder.forget(object);
+        self.wakeups.forget(object);
     }
 
     /// `--report-retention`, `None` when reports are kept for ever.

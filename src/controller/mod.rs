@@ -43,6 +43,7 @@ pub mod retention;
 pub mod scan;
 pub mod status;
 pub mod verdict;
+pub mod wakeups;
 pub mod watch;
 
 use std::future::Future;

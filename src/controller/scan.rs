@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 
 use super::adapters::Poll;
 use super::artifact::Target;
@@ -17,6 +18,10 @@ use crate::metrics::Upsert;
 use crate::store::{Claim, JobState, Leases, Opened, Opening};
 use crate::store::{NewReport, ReportMeta, UpsertOutcome};
 
+/// How long a request that waits on another's scan sleeps when no wake-up comes (a wake lost
+/// to a restart): the reconcile that stores the report wakes it at once.
+const JOINED_FALLBACK: Duration = Duration::from_secs(5);
+
 /// One report of one ScanRequest, through steps 4–7.
 pub struct ReportTask<'a> {
     sr: &'a ScanRequest,
@@ -28,6 +33,8 @@ pub struct ReportTask<'a> {
     leases: Leases,
     /// The stored report, once read.
     stored: Option<ReportMeta>,
+    /// Taken before the tuple was read (see `wakeups`).
+    ticket: super::wakeups::Ticket,
 }
 
 impl<'a> ReportTask<'a> {
@@ -45,6 +52,7 @@ impl<'a> ReportTask<'a> {
             ctx,
             leases: ctx.leases(&plan.adapter),
             stored: None,
+            ticket: ctx.wakeups.ticket(),
         }
     }
 
@@ -134,7 +142,7 @@ impl<'a> ReportTask<'a> {
                 Some(error.clone()),
                 Some(self.ctx.config.stall_recheck),
             )),
-            JobState::Done => Ok(self.waiting(
+            JobState::Done => Ok(self.joined(
                 ReportPhase::Scanning,
                 "Storing the report".into(),
                 Duration::from_secs(1),
@@ -144,8 +152,9 @@ impl<'a> ReportTask<'a> {
                 next_poll_at,
             } if !job.lease_expired() => {
                 if *next_poll_at > job.now {
+                    // Due to poll then (unless whoever polls first stores it before).
                     let after = (*next_poll_at - job.now).to_std().unwrap_or_default();
-                    return Ok(self.waiting(
+                    return Ok(self.joined(
                         ReportPhase::Scanning,
                         format!("Scanner {scanner:?} is scanning"),
                         after,
@@ -158,7 +167,7 @@ impl<'a> ReportTask<'a> {
                 let left = job.lease_expires_at.map_or(Duration::ZERO, |t| {
                     (t - job.now).to_std().unwrap_or_default()
                 });
-                Ok(self.waiting(
+                Ok(self.joined(
                     ReportPhase::Scanning,
                     format!("Submitting the scan to scanner {scanner:?}"),
                     left.min(Duration::from_secs(2)),
@@ -182,10 +191,10 @@ impl<'a> ReportTask<'a> {
                         format!("Waiting for a free scan slot of scanner {scanner:?}"),
                         self.ctx.config.queue_poll,
                     )),
-                    Claim::Taken(_) => Ok(self.waiting(
+                    Claim::Taken(_) => Ok(self.joined(
                         ReportPhase::Scanning,
                         format!("Scanner {scanner:?} is scanning"),
-                        Duration::from_secs(1),
+                        JOINED_FALLBACK,
                     )),
                 }
             }
@@ -269,10 +278,10 @@ impl<'a> ReportTask<'a> {
                 .take_poll(report_id, scan_id, self.leases.claim)
                 .await?
         {
-            return Ok(self.outcome(
-                pending,
-                Some(format!("Scanner {scanner:?} is scanning")),
-                Some(Duration::from_secs(1)),
+            return Ok(self.joined(
+                ReportPhase::Scanning,
+                format!("Scanner {scanner:?} is scanning"),
+                JOINED_FALLBACK,
             ));
         }
         match plan.adapter.poll(scan_id, &key.mime_type).await {
@@ -296,6 +305,7 @@ impl<'a> ReportTask<'a> {
                     UpsertOutcome::KeptExisting => Upsert::KeptExisting,
                 });
                 ctx.forget_submitter(report_id);
+                self.wake_joined();
                 if let Some(took) = took {
                     ctx.metrics.scan_completed(scanner, took);
                 }
@@ -340,6 +350,7 @@ impl<'a> ReportTask<'a> {
                 ctx.store
                     .requeue_lost(report_id, scan_id, &self.leases)
                     .await?;
+                self.wake_joined();
                 Ok(self.outcome(
                     pending,
                     Some(format!(
@@ -359,6 +370,7 @@ impl<'a> ReportTask<'a> {
                 ctx.store
                     .poll_later(report_id, scan_id, Duration::ZERO)
                     .await?;
+                self.wake_joined();
                 Err(ReconcileError::ScanUnavailable {
                     scanner: scanner.clone(),
                     transient: true,
@@ -403,8 +415,33 @@ impl<'a> ReportTask<'a> {
             .store
             .fail(self.key.report_id(), holder_or_scan, &error)
             .await?;
+        self.wake_joined();
         let recheck = self.ctx.config.stall_recheck;
         Ok(self.outcome(ReportPhase::Failed, Some(error), Some(recheck)))
+    }
+
+    /// [`ReportTask::waiting`] on a scan another reconcile runs or fetches: woken when it
+    /// ends (see `wakeups`), `after` at the latest.
+    fn joined(&self, phase: ReportPhase, message: String, after: Duration) -> Outcome {
+        self.ctx
+            .wakeups
+            .wait(self.key.report_id(), self.request(), self.ticket);
+        self.waiting(phase, message, after)
+    }
+
+    /// The scan of this report ended, or its poll was given back: wake who waits for it.
+    fn wake_joined(&self) {
+        self.ctx.wakeups.wake(self.key.report_id(), &self.request());
+    }
+
+    /// This task's ScanRequest, as the controller names it.
+    fn request(&self) -> ObjectRef<ScanRequest> {
+        let sr = self.sr;
+        let request = ObjectRef::new(sr.metadata.name.as_deref().unwrap_or_default());
+        match sr.metadata.namespace.as_deref() {
+            Some(ns) => request.within(ns),
+            None => request,
+        }
     }
 
     /// A scan is under way: `phase`, or `Rescanning` while a stored report exists.

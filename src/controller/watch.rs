@@ -173,9 +173,12 @@ pub async fn run(
                     Err(e) => Some(Err(e)),
                 })
             });
-        let controller = Controller::for_stream(changes, sr_store.clone()).with_config(
-            kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
-        );
+        let controller = Controller::for_stream(changes, sr_store.clone())
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
+            )
+            // Requests that waited on a shared scan, reconciled as soon as it ends.
+            .reconcile_on(ctx.wakeups.subscribe(ns.clone()));
         stores.requests.push(sr_store.clone());
         let referrers = sr_store.clone();
         let controller = controller
