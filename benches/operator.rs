@@ -16,7 +16,9 @@
 //! operator; the same floor with a small fixed status (what it sent before) and the old floor
 //! (that small status, no Events) are printed beside it. Database statements are counted with `pg_stat_statements` when the
 //! server preloads it (scripts/bench.sh does), otherwise as transactions of the benchmark's
-//! database (`pg_stat_database`). CPU seconds per process come from `/proc/<pid>/stat`.
+//! database (`pg_stat_database`). CPU seconds per process come from `/proc/<pid>/stat`. Every
+//! timed phase starts once the servers are idle (`quiesce`): creating the objects leaves the
+//! API server collecting garbage for seconds, which the phase right after it would pay.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -464,7 +466,7 @@ fn short(query: &str) -> String {
 
 /// CPU seconds of the operator, this benchmark (adapter, watch, clients), the API server, etcd
 /// and PostgreSQL, sampled between the phases.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Cpu {
     operator: f64,
     bench: f64,
@@ -506,6 +508,25 @@ impl Cpu {
 
     fn total(&self) -> f64 {
         self.operator + self.bench + self.apiserver + self.etcd + self.postgres
+    }
+}
+
+/// Waits until the API server, etcd and PostgreSQL are idle (under a tenth of a core over a
+/// second; at most 60 s), so that no timed phase pays for background work a step before it
+/// caused: the API server's garbage collection after thousands of creates and writes, etcd's
+/// and PostgreSQL's background writes. Returns the wait and the CPU seconds spent in it.
+async fn quiesce(postmaster: Option<u32>) -> (f64, f64) {
+    let start = Instant::now();
+    let first = Cpu::sample(None, postmaster);
+    let mut last = first;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Cpu::sample(None, postmaster);
+        let d = now.since(&last);
+        if d.apiserver + d.etcd + d.postgres < 0.1 || start.elapsed() > Duration::from_secs(60) {
+            return (start.elapsed().as_secs_f64(), now.since(&first).total());
+        }
+        last = now;
     }
 }
 
@@ -587,6 +608,7 @@ async fn main() {
         })
         .await;
     let created = creating.elapsed();
+    let mut settled = vec![("operator", quiesce(postmaster).await)];
     let db_before = statements.snapshot().await;
     let cpu_start = Cpu::sample(None, postmaster);
     let start = Instant::now();
@@ -624,6 +646,7 @@ async fn main() {
     op.stop();
 
     // Restart: every request is reconciled again and none may be written.
+    settled.push(("restart", quiesce(postmaster).await));
     let db_before = statements.snapshot().await;
     let cpu_start = Cpu::sample(None, postmaster);
     let restarted = Instant::now();
@@ -679,6 +702,7 @@ async fn main() {
     ];
     let mut measured = Vec::new();
     for ((ns, refs), (events, statuses)) in floor_objects.iter().zip(plans) {
+        settled.push(("floor", quiesce(postmaster).await));
         let before = Cpu::sample(None, postmaster);
         let took = floor(&client, ns, refs, concurrency, events, statuses).await;
         measured.push((took, Cpu::sample(None, postmaster).since(&before)));
@@ -826,5 +850,24 @@ async fn main() {
             c.bench,
             c.total() / wall
         );
+    }
+    println!(
+        "\nBefore each timed phase the benchmark waits until the API server, etcd and PostgreSQL are idle (< 0.1 core over 1 s):\n"
+    );
+    println!("| before | waited | CPU-s of background work in the wait |");
+    println!("|---|---:|---:|");
+    let floors = [
+        "the honest floor",
+        "the small-status floor",
+        "the old floor",
+    ];
+    let mut floor_names = floors.iter();
+    for (phase, (waited, cpu)) in &settled {
+        let name = match *phase {
+            "floor" => floor_names.next().copied().unwrap_or("a floor"),
+            "operator" => "the operator's run",
+            _ => "the restart",
+        };
+        println!("| {name} | {waited:.1} s | {cpu:.1} |");
     }
 }
