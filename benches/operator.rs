@@ -5,9 +5,11 @@
 //! Env: `BENCH_REQUESTS` (default 1000), `BENCH_CONCURRENCY` (default 16, the operator's
 //! default `--concurrency`, and the floors' number of concurrent clients), `BENCH_SHARED_PERCENT`
 //! (default 0: every request its own digest) of the requests spread over `BENCH_SHARED_DIGESTS`
-//! (default 100) digests, the rest distinct; `BENCH_OPERATOR_BIN` runs another build of the
-//! operator binary. `scripts/bench.sh operator_10k` runs 10,000 with
-//! 70% sharing 100 digests.
+//! (default 100) digests, the rest distinct; `BENCH_PENDING_POLLS` (default 0: the report is
+//! ready at once) polls answered "not ready, retry in 1 s" per scan, so that requests of one
+//! digest wait on a scan in flight; `BENCH_OPERATOR_BIN` runs another build of the operator
+//! binary. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
+//! `scripts/bench.sh operator_joined` 1,000 over 10 digests with a scan of two pending polls.
 //!
 //! Floors: the *honest* floor is the API writes a request cannot avoid, one status server-side
 //! apply per request plus one Event per new report, by raw clients with the operator's
@@ -553,7 +555,8 @@ async fn main() {
     let statements = Statements::connect(&database_url).await;
     let postmaster = cpu::postmaster_pid(&statements.pool).await;
     let adapter = DevScanner::start(DevScannerConfig {
-        pending_polls: 0,
+        pending_polls: u32::try_from(env_or("BENCH_PENDING_POLLS", 0)).unwrap_or(0),
+        refresh_after_secs: 1,
         ..Default::default()
     })
     .await

@@ -5,7 +5,8 @@
 //! Env: `BENCH_SECONDS` per phase (default 10), `BENCH_WRITERS` (default 8), `PGBENCH` (path).
 //!
 //! Phases, over distinct tuples and then over one hot tuple: our store with 8 concurrent
-//! writers; the same statement and binds through sqlx with a connection per writer (no pool);
+//! writers sharing its connections (as reconciles do); the same statement and binds through
+//! sqlx with a connection pinned to each writer;
 //! `pgbench -c 8 -M prepared` running the very same statement text (generated from
 //! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter; and pgbench without
 //! the advisory lock, to show what it costs. Then the CPU each phase cost per upsert, in the
@@ -341,7 +342,7 @@ async fn main() {
         let unlocked = run_pgbench(&url, writers, secs, hot, false);
         let ratio = ours / floor * 100.0;
         println!(
-            "{label}: store {ours:.0}/s ({ops} upserts), sqlx without the pool {direct:.0}/s, \
+            "{label}: store {ours:.0}/s ({ops} upserts), sqlx on a connection per writer {direct:.0}/s, \
              pgbench {floor:.0}/s, pgbench without the advisory lock {unlocked:.0}/s, {ratio:.0}%"
         );
         rows.push((label, ours, direct, floor, unlocked));
@@ -359,6 +360,23 @@ async fn main() {
                 (per(t3.1 - t2.1, floor_ops), per(t3.2 - t2.2, floor_ops)),
             ],
         ));
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM scan_report")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    println!("rows after the run: {count}");
+    println!(
+        "\n| workload | store (upserts/s) | sqlx, a connection per writer | pgbench -c {writers} (tps) | store / pgbench | sqlx / pgbench | pgbench without the advisory lock | lock costs pgbench |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, ours, direct, floor, unlocked) in rows {
+        println!(
+            "| {label} | {ours:.0} | {direct:.0} | {floor:.0} | {:.0}% | {:.0}% | {unlocked:.0} | {:.0}% |",
+            ours / floor * 100.0,
+            direct / floor * 100.0,
+            (1.0 - floor / unlocked) * 100.0
+        );
     }
     if postmaster.is_some() {
         println!(

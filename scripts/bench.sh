@@ -8,6 +8,9 @@
 #   scripts/bench.sh operator   1,000 ScanRequests (distinct digests) against the floors
 #   scripts/bench.sh operator_10k
 #                               10,000 ScanRequests, 70% sharing 100 digests, 30% distinct
+#   scripts/bench.sh operator_joined
+#                               1,000 ScanRequests over 10 digests, each scan 2 polls of 1 s:
+#                               requests that wait on a scan in flight
 # BENCH_RUNS=3 repeats each benchmark (every run prints its own tables).
 # SCANREPORT_OPERATOR_BIN runs that operator binary instead of building the release one.
 # Results to copy into docs/benchmarks.md are printed as Markdown tables.
@@ -46,6 +49,11 @@ for b in "${benches[@]}"; do
       operator_10k)
         log "cargo bench --bench operator, 10,000 requests (run $run/$runs)"
         BENCH_REQUESTS=10000 BENCH_SHARED_PERCENT=70 BENCH_SHARED_DIGESTS=100 \
+          cargo bench --bench operator
+        ;;
+      operator_joined)
+        log "cargo bench --bench operator, 1,000 requests joining 10 slow scans (run $run/$runs)"
+        BENCH_REQUESTS=1000 BENCH_SHARED_PERCENT=100 BENCH_SHARED_DIGESTS=10 BENCH_PENDING_POLLS=2 \
           cargo bench --bench operator
         ;;
       *)
