@@ -686,3 +686,47 @@ async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
         JobState::Done
     );
 }
+
+/// A request that read a new tuple (nothing stored, no job) while another request of it opened,
+/// scanned and stored it before this one asked for a scan: what it read makes it ask, and the
+/// ask must not scan again (it did at 10,000 requests: 3,101 scans for 3,100 reports).
+#[tokio::test]
+async fn a_scan_that_completed_after_a_read_of_nothing_is_not_repeated_for_that_read() {
+    use scanreport_operator::controller::decide::{StoredReport, stored_report};
+    let store = store().await;
+    let leases = leases();
+    let t = tuple(31, "trivy");
+    // B reads the tuple: nothing yet.
+    let (meta, job, read_at) = store.tuple_state(t.report_id(), None).await.unwrap();
+    assert!(meta.is_none() && job.is_none());
+    // A opens, submits and stores it meanwhile.
+    let state = store
+        .tuple_state_or_open(t.report_id(), None, Some(&opening(&t, "a", 4, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(state.opened, Some(Opened::Won));
+    assert!(
+        store
+            .record_submission_and_poll(t.report_id(), "a", "scan-a", &leases)
+            .await
+            .unwrap()
+    );
+    store
+        .complete_with_report(new_report(&t), Some("scan-a"))
+        .await
+        .unwrap();
+    // B decides from its read and asks for a scan, as the reconcile does.
+    let StoredReport::Scan { newer_than } = stored_report(false, None, None, None, read_at) else {
+        panic!("nothing was stored at B's read: it must ask");
+    };
+    let job = store
+        .request_scan(&t, "team-b", newer_than, false, HOUR, &leases)
+        .await
+        .unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Done,
+        "the scan A completed after B's read is B's too: no second scan"
+    );
+    assert_eq!(job.attempts, 1);
+}

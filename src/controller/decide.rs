@@ -103,8 +103,10 @@ pub fn needed_after(
 pub enum StoredReport {
     /// Use it as it is; look again when it turns stale (`None`: it never does).
     Fresh { requeue: Option<Duration> },
-    /// Scan (or join the scan in flight). `newer_than`: a stored report is too old, the scan
-    /// must complete after this time; `None` when nothing is stored.
+    /// Scan (or join the scan in flight). `newer_than`: the scan must complete after this
+    /// time: when a stored report is too old, the time it is needed after; when nothing is
+    /// stored, the time of the read, since a scan that completed after it stored a report the
+    /// read could not see (another request of the tuple, racing this one).
     Scan { newer_than: Option<DateTime<Utc>> },
 }
 
@@ -118,7 +120,9 @@ pub fn stored_report(
     now: DateTime<Utc>,
 ) -> StoredReport {
     if !stored {
-        return StoredReport::Scan { newer_than: None };
+        return StoredReport::Scan {
+            newer_than: Some(now),
+        };
     }
     if needed_after.is_none_or(|t| last_scan.is_some_and(|l| l >= t)) {
         let requeue = rescan_after.and_then(|every| {
@@ -316,9 +320,14 @@ pub(crate) mod tests {
     const RAW: &str = "application/vnd.scanner.adapter.vuln.report.raw";
 
     #[test]
-    fn nothing_stored_means_scan_without_a_freshness_demand() {
+    fn nothing_stored_means_scan_unless_a_scan_completed_after_the_read() {
         let d = stored_report(false, None, Some(at(0)), Some(HOUR), at(10));
-        assert_eq!(d, StoredReport::Scan { newer_than: None });
+        assert_eq!(
+            d,
+            StoredReport::Scan {
+                newer_than: Some(at(10))
+            }
+        );
     }
 
     #[test]
