@@ -14,14 +14,19 @@ const WRITERS: usize = 64;
 const ROUNDS: u64 = 150;
 
 async fn store(prefix: &str) -> Store {
+    store_with(prefix, WRITERS as u32 + 4).await.0
+}
+
+/// A migrated store of `connections` connections on a fresh database, and its URL.
+async fn store_with(prefix: &str, connections: u32) -> (Store, String) {
     let url = pgtest::fresh_database(prefix).await;
     let config = PoolConfig {
-        max_connections: WRITERS as u32 + 4,
+        max_connections: connections,
         ..PoolConfig::default()
     };
     let store = Store::connect(&url, &config).await.expect("connect");
     store.migrate().await.expect("migrate");
-    store
+    (store, url)
 }
 
 fn digest(n: u64) -> Digest {
@@ -328,13 +333,7 @@ async fn the_findings_migration_backfills_old_reports_as_the_upsert_extracts_the
 /// not trade that for a reconnect).
 #[tokio::test]
 async fn statements_in_a_row_reuse_one_connection() {
-    let url = pgtest::fresh_database("reuse").await;
-    let config = PoolConfig {
-        max_connections: 2,
-        ..PoolConfig::default()
-    };
-    let store = Store::connect(&url, &config).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let (store, _) = store_with("reuse", 2).await;
     let sessions = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
@@ -367,13 +366,7 @@ async fn statements_in_a_row_reuse_one_connection() {
 #[tokio::test]
 async fn a_statement_abandoned_mid_flight_does_not_hold_up_the_next_one() {
     use scanreport_operator::store::REPORT_LOCK_CLASS;
-    let url = pgtest::fresh_database("abandon").await;
-    let config = PoolConfig {
-        max_connections: 1,
-        ..PoolConfig::default()
-    };
-    let store = Store::connect(&url, &config).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let (store, url) = store_with("abandon", 1).await;
     let r = report(digest(9), 1, t0());
     // Another session holds the tuple's upsert lock, so the store's upsert waits on it.
     use sqlx::Connection;
