@@ -288,6 +288,36 @@ async fn unreachable_database_is_a_transient_error_without_the_password() {
     assert!(!format!("{err:?}").contains("hunter2"));
 }
 
+/// A server that accepts the connection and never answers (a hung proxy, a stopped host) is
+/// an error after the acquire timeout, not a start-up that waits for ever.
+#[tokio::test]
+async fn a_database_that_never_answers_is_a_transient_error_after_the_acquire_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection without a byte in reply.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("postgres://app:hunter2-secret@127.0.0.1:{port}/reports");
+    let config = PoolConfig {
+        acquire_timeout: std::time::Duration::from_millis(500),
+        ..PoolConfig::default()
+    };
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Store::connect(&url, &config),
+    )
+    .await
+    .expect("connect gave up within its acquire timeout");
+    let err = outcome.err().expect("the server never answered");
+    assert!(err.is_transient(), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    silent.abort();
+}
+
 /// Reports stored before the `findings` column existed get their findings in the migration
 /// that adds it, as the extraction at upsert would have made them.
 #[tokio::test]

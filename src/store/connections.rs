@@ -40,10 +40,11 @@ impl Connections {
     }
 
     /// A connection for one statement: an idle one, or a new one while the budget allows.
-    /// Waits at most the acquire timeout for a free slot (`PoolTimedOut`); `PoolClosed` after
-    /// [`Connections::close`].
+    /// Waits at most the acquire timeout for a free slot and a new connection together
+    /// (`PoolTimedOut`); `PoolClosed` after [`Connections::close`].
     pub(crate) async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
-        let slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
@@ -58,7 +59,10 @@ impl Connections {
         };
         let conn = match reused {
             Some(conn) => conn,
-            None => self.options.connect().await?,
+            // A server that accepts but never answers must not hold the slot for ever.
+            None => tokio::time::timeout_at(deadline, self.options.connect())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??,
         };
         Ok(Lease {
             conn: Some(conn),
