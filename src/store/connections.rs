@@ -20,10 +20,20 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// may have dropped it meanwhile (sqlx's default idle timeout).
 const MAX_IDLE: Duration = Duration::from_secs(600);
 
+/// A connection is closed after this long, so that the server's per-session caches (plans,
+/// PL/pgSQL functions) do not grow for the life of the operator (sqlx's default max lifetime).
+const MAX_LIFETIME: Duration = Duration::from_secs(1800);
+
+struct Idle {
+    conn: PgConnection,
+    opened: Instant,
+    since: Instant,
+}
+
 pub(crate) struct Connections {
     options: PgConnectOptions,
-    /// Idle connections and when each went idle; the newest last, so the warmest is reused.
-    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// Idle connections; the newest last, so the warmest is reused.
+    idle: Mutex<Vec<Idle>>,
     /// One permit per connection that may be open.
     slots: Semaphore,
     acquire_timeout: Duration,
@@ -51,21 +61,27 @@ impl Connections {
         let reused = loop {
             let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             match popped {
-                Some((conn, since)) if since.elapsed() < MAX_IDLE => break Some(conn),
+                Some(i) if i.since.elapsed() < MAX_IDLE && i.opened.elapsed() < MAX_LIFETIME => {
+                    break Some((i.conn, i.opened));
+                }
                 // Too old: close it and look again.
-                Some((conn, _)) => close_later(conn),
+                Some(i) => close_later(i.conn),
                 None => break None,
             }
         };
-        let conn = match reused {
-            Some(conn) => conn,
+        let (conn, opened) = match reused {
+            Some(reused) => reused,
             // A server that accepts but never answers must not hold the slot for ever.
-            None => tokio::time::timeout_at(deadline, self.options.connect())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??,
+            None => (
+                tokio::time::timeout_at(deadline, self.options.connect())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??,
+                Instant::now(),
+            ),
         };
         Ok(Lease {
             conn: Some(conn),
+            opened,
             owner: self,
             _slot: slot,
             reusable: false,
@@ -79,9 +95,9 @@ impl Connections {
             Ok(mut idle) => std::mem::take(&mut *idle),
             Err(_) => Vec::new(),
         };
-        for (conn, _) in idle {
+        for i in idle {
             // Closing is a courtesy to the server; a failure changes nothing here.
-            let _ = conn.close().await;
+            let _ = i.conn.close().await;
         }
     }
 }
@@ -100,6 +116,7 @@ fn close_later(conn: PgConnection) {
 /// [`Lease::settle`] saw a result that leaves the connection usable.
 pub(crate) struct Lease<'a> {
     conn: Option<PgConnection>,
+    opened: Instant,
     owner: &'a Connections,
     _slot: SemaphorePermit<'a>,
     reusable: bool,
@@ -138,7 +155,11 @@ impl Drop for Lease<'_> {
             return;
         }
         match self.owner.idle.lock() {
-            Ok(mut idle) => idle.push((conn, Instant::now())),
+            Ok(mut idle) => idle.push(Idle {
+                conn,
+                opened: self.opened,
+                since: Instant::now(),
+            }),
             Err(_) => close_later(conn),
         }
     }
