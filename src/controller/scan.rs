@@ -425,23 +425,15 @@ impl<'a> ReportTask<'a> {
     fn joined(&self, phase: ReportPhase, message: String, after: Duration) -> Outcome {
         self.ctx
             .wakeups
-            .wait(self.key.report_id(), self.request(), self.ticket);
+            .wait(self.key.report_id(), ObjectRef::from(self.sr), self.ticket);
         self.waiting(phase, message, after)
     }
 
     /// The scan of this report ended, or its poll was given back: wake who waits for it.
     fn wake_joined(&self) {
-        self.ctx.wakeups.wake(self.key.report_id(), &self.request());
-    }
-
-    /// This task's ScanRequest, as the controller names it.
-    fn request(&self) -> ObjectRef<ScanRequest> {
-        let sr = self.sr;
-        let request = ObjectRef::new(sr.metadata.name.as_deref().unwrap_or_default());
-        match sr.metadata.namespace.as_deref() {
-            Some(ns) => request.within(ns),
-            None => request,
-        }
+        self.ctx
+            .wakeups
+            .wake(self.key.report_id(), &ObjectRef::from(self.sr));
     }
 
     /// A scan is under way: `phase`, or `Rescanning` while a stored report exists.

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use futures::Stream;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use uuid::Uuid;
 
 use crate::api::ScanRequest;
@@ -59,9 +60,9 @@ impl Wakeups {
     /// The wake-ups of requests in `namespace` (`None`: every namespace), for one controller's
     /// `reconcile_on`.
     pub fn subscribe(&self, namespace: Option<String>) -> impl Stream<Item = Request> + use<> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.routes).push((namespace, tx));
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        UnboundedReceiverStream::new(rx)
     }
 
     /// `request` waits for the report `report` another reconcile is fetching or scanning; it
@@ -137,7 +138,7 @@ impl Wakeups {
         w.count = w.count.saturating_sub(removed);
     }
 
-    /// Entries waiting now (for tests and metrics).
+    /// Entries waiting now.
     pub fn len(&self) -> usize {
         lock(&self.waiting).count
     }
