@@ -123,9 +123,14 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    /// The connection; `None` never happens before `drop` takes it.
-    pub(crate) fn conn(&mut self) -> Option<&mut PgConnection> {
-        self.conn.as_mut()
+    /// The connection (`drop` alone takes it, so this never fails while the lease lives).
+    pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// The connection is usable for the next statement.
+    pub(crate) fn keep(&mut self) {
+        self.reusable = true;
     }
 
     /// Records how the statement ended: a database error (a constraint, a timeout the server
@@ -173,8 +178,8 @@ macro_rules! on_conn {
         async {
             let mut lease = $store.connections.acquire().await?;
             let result = match lease.conn() {
-                Some($c) => $run.await,
-                None => Err(sqlx::Error::PoolClosed),
+                Ok($c) => $run.await,
+                Err(e) => Err(e),
             };
             lease.settle(&result);
             result

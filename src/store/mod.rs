@@ -176,7 +176,7 @@ impl Store {
             .acquire()
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
-        first.settle(&Ok::<(), sqlx::Error>(()));
+        first.keep();
         drop(first);
         let pool = PgPoolOptions::new()
             .max_connections(1)

@@ -443,49 +443,38 @@ impl Store {
     ) -> Result<u64, StoreError> {
         use futures::TryStreamExt;
         let chunk = i32::try_from(chunk.clamp(1024, 8 << 20)).unwrap_or(1 << 20);
-        let mut lease = self
-            .connections
-            .acquire()
-            .await
-            .map_err(StoreError::query_err("reading a report body"))?;
-        let Some(conn) = lease.conn() else {
-            return Err(StoreError::query_err("reading a report body")(
-                sqlx::Error::PoolClosed,
-            ));
-        };
-        // MATERIALIZED: render the text once, not once per piece.
-        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
-            "WITH body AS MATERIALIZED (
-                 SELECT convert_to(report::text, 'UTF8') AS b FROM scan_report WHERE id = $1)
-             SELECT substring(body.b FROM piece * $2 + 1 FOR $2)
-             FROM body, generate_series(0, (length(body.b) - 1) / $2) AS piece
-             ORDER BY piece",
-        )
-        .bind(id)
-        .bind(chunk)
-        .fetch(conn);
-        let mut sent = 0u64;
-        loop {
-            let piece = match rows.try_next().await {
-                Ok(Some(piece)) => piece,
-                Ok(None) => break,
-                Err(e) => {
-                    let failed = Err(e);
-                    drop(rows);
-                    lease.settle(&failed);
-                    return failed.map_err(StoreError::query_err("reading a report body"));
+        let failed = StoreError::query_err("reading a report body");
+        let mut lease = self.connections.acquire().await.map_err(failed)?;
+        let conn = lease.conn().map_err(failed)?;
+        // Ok((bytes sent, whether every row was read)).
+        let read = async {
+            // MATERIALIZED: render the text once, not once per piece.
+            let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+                "WITH body AS MATERIALIZED (
+                     SELECT convert_to(report::text, 'UTF8') AS b FROM scan_report WHERE id = $1)
+                 SELECT substring(body.b FROM piece * $2 + 1 FOR $2)
+                 FROM body, generate_series(0, (length(body.b) - 1) / $2) AS piece
+                 ORDER BY piece",
+            )
+            .bind(id)
+            .bind(chunk)
+            .fetch(conn);
+            let mut sent = 0u64;
+            while let Some(piece) = rows.try_next().await? {
+                sent = sent.saturating_add(piece.len() as u64);
+                if out.send(Ok(piece)).await.is_err() {
+                    // The client went away: stop reading.
+                    return Ok((sent, false));
                 }
-            };
-            sent = sent.saturating_add(piece.len() as u64);
-            if out.send(Ok(piece)).await.is_err() {
-                // The client went away: stop reading; the rest of the rows is left unread, so
-                // the connection is closed, not reused.
-                return Ok(sent);
             }
+            Ok((sent, true))
         }
-        drop(rows);
-        lease.settle(&Ok::<(), sqlx::Error>(()));
-        Ok(sent)
+        .await;
+        // Rows left unread leave the connection mid-answer: it is closed, not reused.
+        if !matches!(read, Ok((_, false))) {
+            lease.settle(&read);
+        }
+        read.map(|(sent, _)| sent).map_err(failed)
     }
 
     /// Metadata of every report of a digest, ordered by registration and MIME type.
