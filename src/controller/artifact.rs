@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
+use super::announced::Topic;
 use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::{ArtifactMimeType, ArtifactStatus, ScanRequest, ScanRequestSpec};
@@ -318,8 +319,16 @@ fn announce_resolution(
     previous: Option<&TagState>,
     digest: &str,
 ) {
-    let (reason, note) = match previous.and_then(|p| p.digest.as_deref()) {
-        Some(before) if before == digest => return,
+    let before = previous.and_then(|p| p.digest.as_deref());
+    // The tag too: another tag resolving to the same digest is news.
+    let cached = before.map(|b| (tag, b));
+    if !ctx
+        .announced
+        .is_news(sr, Topic::Tag, &(tag, digest), cached.as_ref())
+    {
+        return;
+    }
+    let (reason, note) = match before {
         Some(before) => (
             "TagMoved",
             format!("Tag {tag:?} moved from {before} to {digest}; scanning the new digest"),

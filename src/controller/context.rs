@@ -135,6 +135,8 @@ pub struct Context {
     submitters: Mutex<HashMap<uuid::Uuid, Redactor>>,
     /// Requests waiting on a scan another request runs, woken when it ends.
     pub wakeups: super::wakeups::Wakeups,
+    /// What was last announced per request (verdicts, tags), so a change is announced once.
+    pub announced: super::announced::Announced,
 }
 
 /// Proofs of access kept at once; beyond it the oldest are proven again when next needed.
@@ -166,6 +168,7 @@ impl Context {
             access_options: AccessOptions::default(),
             submitters: Mutex::default(),
             wakeups: super::wakeups::Wakeups::default(),
+            announced: super::announced::Announced::default(),
             client,
             store,
             config,
@@ -235,6 +238,7 @@ impl Context {
         self.backoff.forget(object);
         self.recorder.forget(object);
         self.wakeups.forget(object);
+        self.announced.forget(object);
     }
 
     /// `--report-retention`, `None` when reports are kept for ever.

@@ -28,6 +28,7 @@
 //! * [`limits`]: the per-namespace rate limit of forced rescans.
 
 pub mod adapters;
+pub mod announced;
 pub mod artifact;
 pub mod context;
 pub mod credentials;

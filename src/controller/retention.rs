@@ -77,6 +77,7 @@ async fn cycle(ctx: &Context, requests: &[reflector::Store<ScanRequest>]) {
     ctx.backoff.retain(|object| live.contains(object));
     // Series of Events about requests that are gone, or past their window.
     ctx.recorder.retain(|object| live.contains(object));
+    ctx.announced.retain(|object| live.contains(object));
     let retention = ctx.report_retention();
     if let Some(slack) = ctx.touch_after() {
         let ids = referenced(requests);

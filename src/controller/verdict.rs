@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kube::runtime::events::EventType;
 
+use super::announced::Topic;
 use super::context::Context;
 use super::decide::Outcome;
 use super::error::ReconcileError;
@@ -139,7 +140,11 @@ pub fn announce(
         return;
     };
     let was = before.and_then(|s| s.policy.as_ref()).map(|p| p.compliant);
-    if was == Some(verdict.status.compliant) {
+    let compliant = verdict.status.compliant;
+    if !ctx
+        .announced
+        .is_news(sr, Topic::Policy, &compliant, was.as_ref())
+    {
         return;
     }
     let (type_, reason) = if verdict.status.compliant {
