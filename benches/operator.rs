@@ -768,6 +768,14 @@ async fn main() {
         t / minimal_floor
     );
     println!("| time / old floor | {:.2}× | |", t / status_floor);
+    // Both phases saturate the cores, so the work itself, less noisy than the wall time
+    // (which also moves with how fast the API server happens to be in each phase).
+    println!(
+        "| CPU-s of all processes / honest floor's | {:.1} / {:.1} = {:.2}× | |",
+        cpu_run.total(),
+        honest_cpu.total(),
+        cpu_run.total() / honest_cpu.total().max(f64::MIN_POSITIVE)
+    );
     if let Some(up) = started_up {
         let steady = (all_ready - up).as_secs_f64();
         println!(
