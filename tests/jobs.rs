@@ -166,6 +166,26 @@ async fn the_in_flight_limit_queues_in_arrival_order() {
             .unwrap(),
         Claim::Won
     );
+    // One slot free and exactly one job queued before the asker: the older one keeps it.
+    store
+        .record_submission(tuples[1].report_id(), "me", "s1", &leases())
+        .await
+        .unwrap();
+    store.complete(tuples[1].report_id(), "s1").await.unwrap();
+    assert!(matches!(
+        store
+            .claim(tuples[4].report_id(), reg, 2, "me", &leases())
+            .await
+            .unwrap(),
+        Claim::Queued { ahead: 1 }
+    ));
+    assert_eq!(
+        store
+            .claim(tuples[3].report_id(), reg, 2, "me", &leases())
+            .await
+            .unwrap(),
+        Claim::Won
+    );
 }
 
 #[tokio::test]
