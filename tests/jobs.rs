@@ -613,6 +613,49 @@ async fn opening_queues_at_the_limit_and_leaves_known_tuples_alone() {
     assert!(store.job(c.report_id()).await.unwrap().is_none());
 }
 
+/// A slot won by opening a new tuple is that namespace's turn, as a claim's is: when both
+/// namespaces then queue one job each, the one not served yet goes first, whatever the
+/// arrival order.
+#[tokio::test]
+async fn a_slot_won_by_opening_counts_as_the_namespaces_turn() {
+    let store = store().await;
+    let leases = leases();
+    let opened = tuple(41, "trivy");
+    let state = store
+        .tuple_state_or_open(
+            opened.report_id(),
+            None,
+            Some(&opening(&opened, "me", 1, &leases)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.opened, Some(Opened::Won));
+    let job = store.job(opened.report_id()).await.unwrap().unwrap();
+    assert!(matches!(&job.state, JobState::Submitting { holder } if holder == "me"));
+    assert_eq!(job.attempts, 1);
+    assert!(
+        store
+            .record_submission(opened.report_id(), "me", "scan-41", &leases)
+            .await
+            .unwrap()
+    );
+    store.complete(opened.report_id(), "scan-41").await.unwrap();
+    // team-a (served by the opening) asks first, team-b after.
+    let queued = vec![
+        (tuple(42, "trivy"), "team-a"),
+        (tuple(43, "trivy"), "team-b"),
+    ];
+    for (t, ns) in &queued {
+        store
+            .request_scan(t, ns, None, false, HOUR, &leases)
+            .await
+            .unwrap();
+    }
+    let mut won = Vec::new();
+    serve(&store, &queued, 1, &mut won, None, 1).await;
+    assert_eq!(won, vec![queued[1].0.report_id()], "team-b's turn first");
+}
+
 /// The submission takes the first poll for the submitter; the report's upsert completes the
 /// scan in the same statement, once; a report kept (older than the stored one) still completes
 /// its scan.
