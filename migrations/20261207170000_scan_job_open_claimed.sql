@@ -28,19 +28,15 @@ BEGIN
      WHERE registration_uuid = p_registration AND state IN ('queued', 'submitting', 'submitted')
        AND lease_expires_at > now();
     v_room := v_busy < p_max;
-    IF v_room THEN
-        INSERT INTO scan_job (report_id, registration_uuid, digest, mime_type, state, holder,
-                              lease_expires_at, attempts)
-        VALUES (p_report_id, p_registration, p_digest, p_mime_type, 'submitting', p_holder,
-                now() + make_interval(secs => p_claim_secs), 1)
-        ON CONFLICT (report_id) DO NOTHING;
-    ELSE
-        INSERT INTO scan_job (report_id, registration_uuid, digest, mime_type, state,
-                              lease_expires_at)
-        VALUES (p_report_id, p_registration, p_digest, p_mime_type, 'queued',
-                now() + make_interval(secs => p_queue_secs))
-        ON CONFLICT (report_id) DO NOTHING;
-    END IF;
+    -- With room, the job starts claimed (what the claim's update would write); else queued.
+    INSERT INTO scan_job (report_id, registration_uuid, digest, mime_type, state, holder,
+                          lease_expires_at, attempts)
+    VALUES (p_report_id, p_registration, p_digest, p_mime_type,
+            CASE WHEN v_room THEN 'submitting' ELSE 'queued' END,
+            CASE WHEN v_room THEN p_holder END,
+            now() + make_interval(secs => CASE WHEN v_room THEN p_claim_secs ELSE p_queue_secs END),
+            CASE WHEN v_room THEN 1 ELSE 0 END)
+    ON CONFLICT (report_id) DO NOTHING;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'exists'::text, 0::bigint;
         RETURN;
