@@ -158,6 +158,7 @@ async fn run_direct(url: &str, writers: usize, secs: u64, hot: bool) -> (u64, f6
                         .bind(60.0f64)
                         .bind(None::<sqlx::types::Json<serde_json::Value>>)
                         .bind(None::<&str>)
+                        .bind(None::<&str>)
                         .fetch_one(&mut conn)
                         .await
                         .expect("upsert");
@@ -190,6 +191,7 @@ fn pgbench_script(hot: bool, lock: bool) -> String {
     // Highest placeholder first so `$1` does not clobber `$16`.
     let values = [
         // No scan job to complete, no findings: as `Store::upsert` binds them here.
+        ("$21", "NULL::text".to_owned()),
         ("$20", "NULL::text".to_owned()),
         ("$19", "NULL::jsonb".to_owned()),
         ("$18", "60".to_owned()),

@@ -102,6 +102,19 @@ async fn rows(store: &Store) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Scan jobs by state, with how many of them have a completion time.
+async fn jobs(store: &Store) -> BTreeMap<String, (i64, i64)> {
+    sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT state, count(*), count(completed_at) FROM scan_job GROUP BY state",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(state, n, completed)| (state, (n, completed)))
+    .collect()
+}
+
 fn canonical(m: &str) -> String {
     MimeType::parse(m).unwrap().to_string()
 }
@@ -225,6 +238,89 @@ async fn happy_path_with_three_report_types() {
         ][..]
     );
     assert_eq!(cols[5], expected.high.to_string());
+    op.stop();
+    assert!(op.errors().is_empty(), "{:?}", op.errors());
+}
+
+/// An adapter that has the report at the first poll: the submitter stores it and completes
+/// the job it still claims in one statement, never recording the submission. The job must end
+/// `done` like any other, or later requests of the tuple would wait for the claim to expire.
+#[tokio::test]
+async fn a_report_ready_at_the_first_poll_completes_its_claimed_job() {
+    let f = fixture(
+        "instant",
+        DevScannerConfig {
+            pending_polls: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (a, b) = (
+        fresh_namespace(&f.client, "instant").await,
+        fresh_namespace(&f.client, "instant").await,
+    );
+    let mut op = Operator::start(f.env, &f.database_url, &[&a, &b], &[]);
+    let d = digest();
+    create(
+        &f.client,
+        &a,
+        &request("app", &f.scanner, &d, &[VULN, SBOM]),
+    )
+    .await;
+    wait_ready(&f.client, &a, "app").await;
+    assert_eq!(
+        jobs(&f.store).await,
+        BTreeMap::from([("done".to_owned(), (2, 2))]),
+        "each job is done, with its completion time"
+    );
+    let stats = f.adapter.stats();
+    assert_eq!(stats.report_requests, 2, "one poll per scan: {stats:?}");
+    assert_eq!(stats.reports_not_ready, 0);
+
+    // Another namespace's request of the same tuples uses the stored reports at once.
+    create(
+        &f.client,
+        &b,
+        &request("app", &f.scanner, &d, &[VULN, SBOM]),
+    )
+    .await;
+    wait_ready(&f.client, &b, "app").await;
+    assert_eq!(f.adapter.stats().scans_accepted, 2);
+    op.stop();
+    assert!(op.errors().is_empty(), "{:?}", op.errors());
+}
+
+/// The report is not ready at the first poll: the submission is recorded with the next poll's
+/// time in the same statement, and a later poll stores it.
+#[tokio::test]
+async fn a_report_not_ready_at_the_first_poll_is_fetched_by_a_later_one() {
+    let f = fixture(
+        "later",
+        DevScannerConfig {
+            pending_polls: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = fresh_namespace(&f.client, "later").await;
+    let mut op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    let d = digest();
+    create(&f.client, &ns, &request("app", &f.scanner, &d, &[VULN])).await;
+    wait_ready(&f.client, &ns, "app").await;
+    assert_eq!(
+        jobs(&f.store).await,
+        BTreeMap::from([("done".to_owned(), (1, 1))])
+    );
+    let stats = f.adapter.stats();
+    assert_eq!(
+        (
+            stats.scans_accepted,
+            stats.reports_not_ready,
+            stats.report_requests
+        ),
+        (1, 1, 2),
+        "one scan, polled twice: {stats:?}"
+    );
     op.stop();
     assert!(op.errors().is_empty(), "{:?}", op.errors());
 }

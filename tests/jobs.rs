@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use scanreport_operator::identity::ReportKey;
 use scanreport_operator::identity::{Digest, MimeType, default_registration_uuid};
-use scanreport_operator::store::{Claim, JobState, Leases, Opened, Opening, PoolConfig, Store};
+use scanreport_operator::store::{
+    Claim, Completes, JobState, Leases, Opened, Opening, PoolConfig, Store,
+};
 use testkit::pgtest;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -690,7 +692,7 @@ async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
             .unwrap()
     );
     let (outcome, meta, took) = store
-        .complete_with_report(new_report(&t), Some("scan-1"))
+        .complete_with_report(new_report(&t), Completes::Scan("scan-1"))
         .await
         .unwrap();
     assert_eq!(outcome, scanreport_operator::store::UpsertOutcome::Inserted);
@@ -703,7 +705,7 @@ async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
     let mut older = new_report(&t);
     older.generated_at -= chrono::Duration::hours(1);
     let (outcome, meta, took) = store
-        .complete_with_report(older, Some("scan-1"))
+        .complete_with_report(older, Completes::Scan("scan-1"))
         .await
         .unwrap();
     assert_eq!(
@@ -736,7 +738,7 @@ async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
     let mut stale = new_report(&u);
     stale.generated_at -= chrono::Duration::hours(1);
     let (outcome, _, took) = store
-        .complete_with_report(stale, Some("scan-2"))
+        .complete_with_report(stale, Completes::Scan("scan-2"))
         .await
         .unwrap();
     assert_eq!(
@@ -747,6 +749,104 @@ async fn submission_takes_the_first_poll_and_the_upsert_completes_the_scan() {
     assert_eq!(
         store.job(u.report_id()).await.unwrap().unwrap().state,
         JobState::Done
+    );
+}
+
+/// A submitter whose first poll brought the report stores it and completes the job it still
+/// claims, in one statement: only its own claim, and only while it holds it.
+#[tokio::test]
+async fn a_report_from_the_first_poll_completes_only_the_claim_of_its_submitter() {
+    let store = store().await;
+    let leases = leases();
+    let t = tuple(23, "trivy");
+    let state = store
+        .tuple_state_or_open(t.report_id(), None, Some(&opening(&t, "me", 4, &leases)))
+        .await
+        .unwrap();
+    assert_eq!(state.opened, Some(Opened::Won));
+    let (outcome, _, took) = store
+        .complete_with_report(new_report(&t), Completes::Claim("someone-else"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, scanreport_operator::store::UpsertOutcome::Inserted);
+    assert!(took.is_none(), "another holder's report completes nothing");
+    assert_eq!(
+        store.job(t.report_id()).await.unwrap().unwrap().state,
+        JobState::Submitting {
+            holder: "me".into()
+        }
+    );
+    let (_, _, took) = store
+        .complete_with_report(new_report(&t), Completes::Claim("me"))
+        .await
+        .unwrap();
+    assert!(took.is_some(), "the holder's report completes its claim");
+    let job = store.job(t.report_id()).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Done);
+    assert!(job.completed_at.is_some());
+
+    // A claim that was recorded as submitted is completed by its scan id, not by the holder.
+    let u = tuple(24, "trivy");
+    store
+        .tuple_state_or_open(u.report_id(), None, Some(&opening(&u, "me", 4, &leases)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_submission(u.report_id(), "me", "scan-24", &leases)
+            .await
+            .unwrap()
+    );
+    let (_, _, took) = store
+        .complete_with_report(new_report(&u), Completes::Claim("me"))
+        .await
+        .unwrap();
+    assert!(took.is_none());
+    assert!(matches!(
+        store.job(u.report_id()).await.unwrap().unwrap().state,
+        JobState::Submitted { scan_id, .. } if scan_id == "scan-24"
+    ));
+}
+
+/// A submission recorded after the submitter's own first poll found nothing: the next poll is
+/// anyone's once its time has come, not before.
+#[tokio::test]
+async fn a_submission_recorded_after_the_first_poll_schedules_the_next_one() {
+    let store = store().await;
+    let leases = leases();
+    let (t, u) = (tuple(25, "trivy"), tuple(26, "trivy"));
+    for (k, next) in [(&t, Duration::from_secs(600)), (&u, Duration::ZERO)] {
+        store
+            .tuple_state_or_open(k.report_id(), None, Some(&opening(k, "me", 4, &leases)))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .record_submission_polled(k.report_id(), "other", "scan", &leases, next)
+                .await
+                .unwrap(),
+            "only the holder records its submission"
+        );
+        assert!(
+            store
+                .record_submission_polled(k.report_id(), "me", "scan", &leases, next)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .take_poll(t.report_id(), "scan", leases.claim)
+            .await
+            .unwrap(),
+        "the next poll is not due yet"
+    );
+    assert!(
+        store
+            .take_poll(u.report_id(), "scan", leases.claim)
+            .await
+            .unwrap(),
+        "a poll due now is anyone's"
     );
 }
 
@@ -775,7 +875,7 @@ async fn a_scan_that_completed_after_a_read_of_nothing_is_not_repeated_for_that_
             .unwrap()
     );
     store
-        .complete_with_report(new_report(&t), Some("scan-a"))
+        .complete_with_report(new_report(&t), Completes::Scan("scan-a"))
         .await
         .unwrap();
     // B decides from its read and asks for a scan, as the reconcile does.

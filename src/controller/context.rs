@@ -267,11 +267,12 @@ impl Context {
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {
         Leases {
-            // Long enough for one POST /scan with its timeout, then others may take over.
+            // Long enough for one POST /scan and the first GET of its report, each with its
+            // timeout (the submission is recorded after that GET), then others may take over.
             // Saturating: flags and specs are bounded, but no value may overflow here.
             claim: adapter
                 .request_timeout
-                .saturating_mul(2)
+                .saturating_mul(3)
                 .saturating_add(Duration::from_secs(1)),
             scan: self.config.scan_timeout,
             queue: self

@@ -15,8 +15,9 @@ use super::plan::Plan;
 use crate::api::{ReportPhase, ScanRequest};
 use crate::identity::ReportKey;
 use crate::metrics::Upsert;
+use crate::scanner::ScannerError;
 use crate::store::{Claim, JobState, Leases, Opened, Opening};
-use crate::store::{NewReport, ReportMeta, UpsertOutcome};
+use crate::store::{Completes, NewReport, ReportMeta, UpsertOutcome};
 
 /// How long a request that waits on another's scan sleeps when no wake-up comes (a wake lost
 /// to a restart): the reconcile that stores the report wakes it at once.
@@ -161,7 +162,7 @@ impl<'a> ReportTask<'a> {
                     ));
                 }
                 // 6. Poll.
-                self.poll(scan_id, false).await
+                self.poll(scan_id, Fetcher::Poller).await
             }
             JobState::Submitting { .. } if !job.lease_expired() => {
                 let left = job.lease_expires_at.map_or(Duration::ZERO, |t| {
@@ -201,7 +202,7 @@ impl<'a> ReportTask<'a> {
         }
     }
 
-    /// Step 5, having won the claim: submit the scan and record its id.
+    /// Step 5, having won the claim: submit the scan, poll it once, and record what is left.
     async fn submit(self) -> Result<Outcome, ReconcileError> {
         let (ctx, plan, key) = (self.ctx, self.plan, self.key);
         let report_id = key.report_id();
@@ -215,67 +216,86 @@ impl<'a> ReportTask<'a> {
                 plan.registry_auth.as_ref(),
             )
             .await;
-        match submitted {
-            Ok(scan_id) => {
-                tracing::info!(scan_id, "scan submitted");
-                ctx.record_submitter(report_id, plan.redactor.clone());
-                ctx.metrics.scan_submitted(&plan.adapter.name);
-                // The first poll is taken with the submission: it follows at once.
+        let scan_id = match submitted {
+            Ok(scan_id) => scan_id,
+            Err(e) if e.is_transient() => {
+                ctx.store
+                    .release_claim(report_id, holder, &self.leases)
+                    .await?;
+                return Err(ReconcileError::scanner(&plan.adapter.name, e));
+            }
+            Err(e) => return self.reject(holder, e, true).await,
+        };
+        tracing::info!(scan_id, "scan submitted");
+        ctx.record_submitter(report_id, plan.redactor.clone());
+        ctx.metrics.scan_submitted(&plan.adapter.name);
+        let sr = self.sr;
+        let polled = match ctx.downloads.try_acquire() {
+            // An adapter may answer at once, so the first poll goes out before the submission
+            // is recorded: a report that came with it is stored and its claimed job completed
+            // in one statement, and otherwise the submission is recorded with its next poll,
+            // also in one. The claim lease covers the submit and this poll (`leases`).
+            Ok(_permit) => {
+                let fetched = plan.adapter.poll(&scan_id, &key.mime_type).await;
+                if let Some(after) = next_poll(&fetched)
+                    && !ctx
+                        .store
+                        .record_submission_polled(report_id, holder, &scan_id, &self.leases, after)
+                        .await?
+                {
+                    return Ok(self.claim_lost());
+                }
+                self.settle(fetched, &scan_id, Fetcher::FirstPoll).await
+            }
+            // Every download slot is taken: waiting for one with the submission unrecorded
+            // could outlast the claim. Record it, holding the first poll, then poll.
+            Err(_) => {
                 if !ctx
                     .store
                     .record_submission_and_poll(report_id, holder, &scan_id, &self.leases)
                     .await?
                 {
-                    // Our claim expired meanwhile and someone else took over; follow theirs.
-                    let phase =
-                        decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
-                    return Ok(self.outcome(phase, None, Some(Duration::from_secs(1))));
+                    return Ok(self.claim_lost());
                 }
-                // An adapter may answer at once; poll now rather than after a requeue. A
-                // report stored right away gets one Event that tells both.
-                let sr = self.sr;
-                let polled = self.poll(&scan_id, true).await;
-                if !matches!(&polled, Ok(o) if o.phase == ReportPhase::Ready) {
-                    ctx.event(
-                        sr,
-                        EventType::Normal,
-                        "ScanSubmitted",
-                        key.mime_type.as_str(),
-                        format!(
-                            "Submitted a scan of {} for {} to scanner {:?}",
-                            key.digest, key.mime_type, plan.adapter.name
-                        ),
-                    );
-                }
-                polled
+                self.poll(&scan_id, Fetcher::RecordedSubmitter).await
             }
-            Err(e) if e.is_transient() => {
-                ctx.store
-                    .release_claim(report_id, holder, &self.leases)
-                    .await?;
-                Err(ReconcileError::scanner(&plan.adapter.name, e))
-            }
-            Err(e) => self.reject(holder, e, true).await,
+        };
+        // A report stored right away gets one Event that tells both.
+        if !matches!(&polled, Ok(o) if o.phase == ReportPhase::Ready) {
+            ctx.event(
+                sr,
+                EventType::Normal,
+                "ScanSubmitted",
+                key.mime_type.as_str(),
+                format!(
+                    "Submitted a scan of {} for {} to scanner {:?}",
+                    key.digest, key.mime_type, plan.adapter.name
+                ),
+            );
         }
+        polled
     }
 
-    /// Steps 6–7: fetch the report; store it when it is there. `submitted_now`: the scan was
-    /// submitted by this reconcile, which took the first poll with the submission (the Event
-    /// then tells both).
-    async fn poll(self, scan_id: &str, submitted_now: bool) -> Result<Outcome, ReconcileError> {
-        let (ctx, key) = (self.ctx, self.key);
-        let report_id = key.report_id();
-        let pending = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
-        let plan = self.plan;
-        let scanner = &plan.adapter.name;
+    /// Our claim expired before the submission was recorded and someone else took over:
+    /// follow their scan.
+    fn claim_lost(&self) -> Outcome {
+        let phase = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
+        self.outcome(phase, None, Some(Duration::from_secs(1)))
+    }
+
+    /// Steps 6–7 for a recorded scan: take its poll (unless its submitter holds it) and
+    /// fetch the report.
+    async fn poll(self, scan_id: &str, fetcher: Fetcher) -> Result<Outcome, ReconcileError> {
+        let ctx = self.ctx;
+        let scanner = &self.plan.adapter.name;
         // At most --max-concurrent-downloads fetches at once; the semaphore is never closed.
         let _permit = ctx.downloads.acquire().await.ok();
         // One fetch per scan: whoever takes the poll downloads; joined requests wait for the
         // stored row.
-        if !submitted_now
+        if fetcher == Fetcher::Poller
             && !ctx
                 .store
-                .take_poll(report_id, scan_id, self.leases.claim)
+                .take_poll(self.key.report_id(), scan_id, self.leases.claim)
                 .await?
         {
             return Ok(self.joined(
@@ -284,7 +304,30 @@ impl<'a> ReportTask<'a> {
                 JOINED_FALLBACK,
             ));
         }
-        match plan.adapter.poll(scan_id, &key.mime_type).await {
+        let fetched = self.plan.adapter.poll(scan_id, &self.key.mime_type).await;
+        self.settle(fetched, scan_id, fetcher).await
+    }
+
+    /// Step 7: store a fetched report and complete its job, or schedule the next poll.
+    async fn settle(
+        self,
+        fetched: Result<Poll, ScannerError>,
+        scan_id: &str,
+        fetcher: Fetcher,
+    ) -> Result<Outcome, ReconcileError> {
+        let (ctx, key) = (self.ctx, self.key);
+        let report_id = key.report_id();
+        let pending = decide::in_flight_phase(self.stored.is_some(), ReportPhase::Scanning);
+        let plan = self.plan;
+        let scanner = &plan.adapter.name;
+        let submitted_now = fetcher != Fetcher::Poller;
+        // The submitter's first poll recorded the next one with the submission.
+        let scheduled = fetcher == Fetcher::FirstPoll;
+        let completes = match fetcher {
+            Fetcher::FirstPoll => Completes::Claim(&ctx.config.instance),
+            Fetcher::Poller | Fetcher::RecordedSubmitter => Completes::Scan(scan_id),
+        };
+        match fetched {
             Ok(Poll::Ready(report)) => {
                 let new = NewReport {
                     key: key.clone(),
@@ -297,8 +340,7 @@ impl<'a> ReportTask<'a> {
                     generated_at: report.generated_at,
                 };
                 // The report and the end of its scan in one statement.
-                let (upserted, meta, took) =
-                    ctx.store.complete_with_report(new, Some(scan_id)).await?;
+                let (upserted, meta, took) = ctx.store.complete_with_report(new, completes).await?;
                 ctx.metrics.upserted(match upserted {
                     UpsertOutcome::Inserted => Upsert::Inserted,
                     UpsertOutcome::Updated => Upsert::Updated,
@@ -338,7 +380,9 @@ impl<'a> ReportTask<'a> {
                 })
             }
             Ok(Poll::NotReady(after)) => {
-                ctx.store.poll_later(report_id, scan_id, after).await?;
+                if !scheduled {
+                    ctx.store.poll_later(report_id, scan_id, after).await?;
+                }
                 Ok(self.outcome(
                     pending,
                     Some(format!("Scanner {scanner:?} is scanning")),
@@ -367,9 +411,11 @@ impl<'a> ReportTask<'a> {
                     .scan_redactor(report_id, &plan.redactor)
                     .one_line(&e.to_string(), 1024);
                 tracing::warn!(scan_id, error = %detail, "fetching the report failed; retrying");
-                ctx.store
-                    .poll_later(report_id, scan_id, Duration::ZERO)
-                    .await?;
+                if !scheduled {
+                    ctx.store
+                        .poll_later(report_id, scan_id, Duration::ZERO)
+                        .await?;
+                }
                 self.wake_joined();
                 Err(ReconcileError::ScanUnavailable {
                     scanner: scanner.clone(),
@@ -388,7 +434,7 @@ impl<'a> ReportTask<'a> {
     async fn reject(
         self,
         holder_or_scan: &str,
-        e: crate::scanner::ScannerError,
+        e: ScannerError,
         own: bool,
     ) -> Result<Outcome, ReconcileError> {
         let plan = self.plan;
@@ -461,6 +507,31 @@ impl<'a> ReportTask<'a> {
     /// The platform of an image index this report is of.
     fn platform(&self) -> Option<String> {
         self.manifest.platform.clone()
+    }
+}
+
+/// Who fetched a report, which decides what its job records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetcher {
+    /// A poll taken through the job: the next one is scheduled after the fetch.
+    Poller,
+    /// The submitter, which recorded its submission holding the first poll: as a poller,
+    /// without taking the poll.
+    RecordedSubmitter,
+    /// The submitter before it recorded the submission: a report completes the claimed job;
+    /// any other answer was recorded, with the next poll, before the report is settled.
+    FirstPoll,
+}
+
+/// When the next poll is due after the submitter's first, recorded with the submission; `None`
+/// when the report came with it (the upsert then completes the claimed job).
+fn next_poll(fetched: &Result<Poll, ScannerError>) -> Option<Duration> {
+    match fetched {
+        Ok(Poll::Ready(_)) => None,
+        Ok(Poll::NotReady(after)) => Some(*after),
+        // Anyone may poll at once: a lost scan is queued again by the settle, and a failed
+        // fetch is tried again, as a poller's would be.
+        Ok(Poll::Lost) | Err(_) => Some(Duration::ZERO),
     }
 }
 

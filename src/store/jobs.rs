@@ -466,7 +466,22 @@ impl Store {
             .await
     }
 
-    /// The submission, with the first poll held by the submitter for `poll_held`.
+    /// [`Store::record_submission`] after the submitter's own first poll found no report: the
+    /// next poll is due after `next_poll`, for whoever takes it (what [`Store::poll_later`]
+    /// would do next), in the same statement.
+    pub async fn record_submission_polled(
+        &self,
+        report_id: Uuid,
+        holder: &str,
+        scan_id: &str,
+        leases: &Leases,
+        next_poll: Duration,
+    ) -> Result<bool, StoreError> {
+        self.submission(report_id, holder, scan_id, leases, next_poll)
+            .await
+    }
+
+    /// The submission, with the next poll due after `poll_held`.
     async fn submission(
         &self,
         report_id: Uuid,

@@ -11,7 +11,8 @@ pub mod retention;
 
 pub use jobs::{Claim, Job, JobState, Leases, Opened, Opening, TupleState};
 pub use reports::{
-    Completed, NewReport, REPORT_LOCK_CLASS, ReportMeta, StoredReport, UPSERT_SQL, UpsertOutcome,
+    Completed, Completes, NewReport, REPORT_LOCK_CLASS, ReportMeta, StoredReport, UPSERT_SQL,
+    UpsertOutcome,
 };
 pub use retention::Swept;
 

@@ -66,6 +66,18 @@ pub type Completed = (
     Option<std::time::Duration>,
 );
 
+/// Which scan job an upsert marks done, in the same statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completes<'a> {
+    /// None: the report did not come from a scan of this store's jobs.
+    Nothing,
+    /// The submitted scan with this id, whoever recorded it.
+    Scan(&'a str),
+    /// The job this holder claimed and has not recorded a submission for: the report came
+    /// with the submitter's first poll.
+    Claim(&'a str),
+}
+
 /// A stored report without its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportMeta {
@@ -101,7 +113,10 @@ pub struct StoredReport {
 // * With a scan id ($20), the scan job is marked done in the same statement (what
 //   `Store::complete` does): the report and the end of its scan commit together, one round
 //   trip. Its UPDATE waits for the advisory lock first, so two writers of one tuple always take
-//   the lock and the job row in the same order. NULL matches no job.
+//   the lock and the job row in the same order. With a holder ($21) instead, the job that
+//   holder still claims is marked done: a submitter whose first poll brought the report has
+//   not recorded its submission. NULL matches no job; the scan's time then counts from the
+//   claim.
 pub const UPSERT_SQL: &str = r#"
 WITH serialise AS (SELECT pg_advisory_xact_lock($16, hashtext($1::text))),
 written AS (
@@ -127,8 +142,9 @@ RETURNING (xmax = 0) AS inserted, created_at, updated_at, r.generated_at),
 completed AS (
 UPDATE scan_job SET state = 'done', completed_at = now(), scan_id = NULL, holder = NULL,
     lease_expires_at = NULL, next_poll_at = NULL, last_error = NULL, updated_at = now()
-WHERE report_id = $1 AND scan_id = $20 AND state = 'submitted' AND EXISTS (SELECT 1 FROM serialise)
-RETURNING extract(epoch FROM now() - coalesce(submitted_at, now()))::float8 AS took)
+WHERE report_id = $1 AND EXISTS (SELECT 1 FROM serialise)
+  AND ((state = 'submitted' AND scan_id = $20) OR (state = 'submitting' AND holder = $21))
+RETURNING extract(epoch FROM now() - coalesce(submitted_at, updated_at))::float8 AS took)
 SELECT w.inserted, w.created_at, w.updated_at, w.generated_at, c.took
 FROM (SELECT 1) AS one LEFT JOIN written AS w ON true LEFT JOIN completed AS c ON true
 "#;
@@ -237,21 +253,22 @@ impl Store {
         &self,
         report: NewReport,
     ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
-        let (outcome, meta, _) = self.complete_with_report(report, None).await?;
+        let (outcome, meta, _) = self
+            .complete_with_report(report, Completes::Nothing)
+            .await?;
         Ok((outcome, meta))
     }
 
-    /// [`Store::store_report`] of the report of scan `scan_id`, which also marks that scan's
-    /// job done in the same statement (what [`Store::complete`] does, without its round trip).
-    /// The third value is how long the scan took from submission, `None` when the job had
-    /// already moved on.
+    /// [`Store::store_report`] that also marks the report's scan job done in the same statement
+    /// (what [`Store::complete`] does, without its round trip), as `completes` names it. The
+    /// third value is how long the scan took, `None` when the job had already moved on.
     pub async fn complete_with_report(
         &self,
         mut report: NewReport,
-        scan_id: Option<&str>,
+        completes: Completes<'_>,
     ) -> Result<Completed, StoreError> {
         let body = std::mem::replace(&mut report.report, empty_body());
-        let (outcome, meta, took) = self.write_with(&report, Some(body), scan_id).await?;
+        let (outcome, meta, took) = self.write_with(&report, Some(body), completes).await?;
         let meta = match meta {
             Some(meta) => Some(meta),
             // Kept: the newer row was committed by another writer, read it (rare: one fetch
@@ -266,18 +283,23 @@ impl Store {
         &self,
         report: &NewReport,
     ) -> Result<(UpsertOutcome, Option<ReportMeta>), StoreError> {
-        let (outcome, meta, _) = self.write_with(report, None, None).await?;
+        let (outcome, meta, _) = self.write_with(report, None, Completes::Nothing).await?;
         Ok((outcome, meta))
     }
 
     /// The upsert of `report`, with `body` instead of its own when given (then dropped once
-    /// bound), completing scan `scan_id` when given.
+    /// bound), completing the job `completes` names.
     async fn write_with(
         &self,
         report: &NewReport,
         body: Option<Box<serde_json::value::RawValue>>,
-        scan_id: Option<&str>,
+        completes: Completes<'_>,
     ) -> Result<Completed, StoreError> {
+        let (scan_id, holder) = match completes {
+            Completes::Nothing => (None, None),
+            Completes::Scan(scan_id) => (Some(scan_id), None),
+            Completes::Claim(holder) => (None, Some(holder)),
+        };
         let id = report.id();
         let s = &report.summary;
         // Postgres keeps microseconds; truncating here keeps the newer-than test exact.
@@ -306,6 +328,7 @@ impl Store {
             .bind(self.max_clock_skew.as_secs_f64())
             .bind(report.findings.as_ref().map(sqlx::types::Json))
             .bind(scan_id)
+            .bind(holder)
             .fetch_one(c))
         .map_err(StoreError::query_err("upserting a report"))?;
         let corrupt = |e: sqlx::Error| StoreError::Corrupt {
