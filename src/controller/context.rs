@@ -267,8 +267,9 @@ impl Context {
 
     pub(super) fn leases(&self, adapter: &Adapter) -> Leases {
         Leases {
-            // Long enough for one POST /scan and the first GET of its report, each with its
-            // timeout (the submission is recorded after that GET), then others may take over.
+            // Long enough for one POST /scan, the wait for a download slot and the first GET
+            // of its report, each bounded by the request timeout (the submission is recorded
+            // after that GET), then others may take over.
             // Saturating: flags and specs are bounded, but no value may overflow here.
             claim: adapter
                 .request_timeout

@@ -230,12 +230,15 @@ impl<'a> ReportTask<'a> {
         ctx.record_submitter(report_id, plan.redactor.clone());
         ctx.metrics.scan_submitted(&plan.adapter.name);
         let sr = self.sr;
-        let polled = match ctx.downloads.try_acquire() {
+        // At most --max-concurrent-downloads fetches at once; the semaphore is never closed.
+        let permit = tokio::time::timeout(plan.adapter.request_timeout, ctx.downloads.acquire());
+        let polled = match permit.await {
             // An adapter may answer at once, so the first poll goes out before the submission
             // is recorded: a report that came with it is stored and its claimed job completed
             // in one statement, and otherwise the submission is recorded with its next poll,
-            // also in one. The claim lease covers the submit and this poll (`leases`).
-            Ok(_permit) => {
+            // also in one. The claim lease covers the submit, this wait and this poll, each
+            // bounded by the request timeout (`leases`).
+            Ok(Ok(_permit)) => {
                 let fetched = plan.adapter.poll(&scan_id, &key.mime_type).await;
                 if let Some(after) = next_poll(&fetched)
                     && !ctx
@@ -247,9 +250,9 @@ impl<'a> ReportTask<'a> {
                 }
                 self.settle(fetched, &scan_id, Fetcher::FirstPoll).await
             }
-            // Every download slot is taken: waiting for one with the submission unrecorded
-            // could outlast the claim. Record it, holding the first poll, then poll.
-            Err(_) => {
+            // No download slot came free in time: waiting longer with the submission
+            // unrecorded could outlast the claim. Record it, holding the first poll, then poll.
+            _ => {
                 if !ctx
                     .store
                     .record_submission_and_poll(report_id, holder, &scan_id, &self.leases)
