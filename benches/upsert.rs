@@ -2,15 +2,18 @@
 //! in the same run.
 //!
 //! `DATABASE_URL=... cargo bench --bench upsert` (scripts/bench.sh starts a throwaway server).
-//! Env: `BENCH_SECONDS` per phase (default 10), `BENCH_WRITERS` (default 8), `PGBENCH` (path).
+//! Env: `BENCH_SECONDS` per phase (default 10), `BENCH_WRITERS` (default 8), `BENCH_ROUNDS`
+//! (default 2), `PGBENCH` (path).
 //!
 //! Phases, over distinct tuples and then over one hot tuple: our store with 8 concurrent
-//! writers sharing its connections (as reconciles do); the same statement and binds through
-//! sqlx with a connection pinned to each writer;
-//! `pgbench -c 8 -M prepared` running the very same statement text (generated from
-//! `store::UPSERT_SQL`) with the same ~13 KB report bound as a parameter; and pgbench without
-//! the advisory lock, to show what it costs. Then the CPU each phase cost per upsert, in the
-//! client (this process, or pgbench) and in PostgreSQL, which share the machine's cores.
+//! writers sharing its connections (as reconciles do), and `pgbench -c 8 -M prepared` running
+//! the very same statement text (generated from `store::UPSERT_SQL`) with the same ~13 KB
+//! report bound as a parameter, alternating for `BENCH_ROUNDS` rounds (store first, then
+//! pgbench first), so that a drift of the machine's speed during the run weighs on both sides
+//! alike; the ratio is of the rates over all rounds. Then the same statement and binds through
+//! sqlx with a connection pinned to each writer, and pgbench without the advisory lock, to show
+//! what the pool and the lock cost. Then the CPU each phase cost per upsert, in the client
+//! (this process, or pgbench) and in PostgreSQL, which share the machine's cores.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -327,39 +330,70 @@ async fn main() {
     let pg = || postmaster.map_or(0.0, cpu::postgres);
     // CPU seconds of (this process, pgbench runs it reaped, PostgreSQL).
     let sample = || (cpu::seconds(me, false), cpu::reaped_children(me), pg());
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(2)
+        .max(1);
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
+    // Milliseconds of CPU per upsert.
+    let per = |secs: f64, n: f64| secs * 1000.0 / n.max(1.0);
     for (label, hot) in [("distinct tuples", false), ("one hot tuple", true)] {
+        // Upserts, seconds, client and server CPU-s: the store's phases, then pgbench's.
+        let mut sums = [[0.0f64; 4]; 2];
+        let mut by_round = Vec::new();
+        for round in 0..rounds {
+            let mut rates = [0.0f64; 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                settle(&store).await;
+                let t0 = sample();
+                let (ops, rate) = if side == 0 {
+                    let (ops, rate) = run_store(&store, writers, secs, hot).await;
+                    (ops as f64, rate)
+                } else {
+                    let tps = run_pgbench(&url, writers, secs, hot, true);
+                    (tps * secs as f64, tps)
+                };
+                let t1 = sample();
+                // The store runs in this process; pgbench is a child it reaped.
+                let client = if side == 0 { t1.0 - t0.0 } else { t1.1 - t0.1 };
+                let sum = &mut sums[side];
+                sum[0] += ops;
+                sum[1] += ops / rate.max(f64::MIN_POSITIVE);
+                sum[2] += client;
+                sum[3] += t1.2 - t0.2;
+                rates[side] = rate;
+            }
+            by_round.push(rates[0] / rates[1].max(f64::MIN_POSITIVE) * 100.0);
+        }
+        let ours = sums[0][0] / sums[0][1].max(f64::MIN_POSITIVE);
+        let floor = sums[1][0] / sums[1][1].max(f64::MIN_POSITIVE);
         settle(&store).await;
-        let t0 = sample();
-        let (ops, ours) = run_store(&store, writers, secs, hot).await;
-        let t1 = sample();
-        settle(&store).await;
-        let (direct_ops, direct) = run_direct(&url, writers, secs, hot).await;
         let t2 = sample();
-        settle(&store).await;
-        let floor = run_pgbench(&url, writers, secs, hot, true);
+        let (direct_ops, direct) = run_direct(&url, writers, secs, hot).await;
         let t3 = sample();
         settle(&store).await;
         let unlocked = run_pgbench(&url, writers, secs, hot, false);
         let ratio = ours / floor * 100.0;
+        let rounds_text: Vec<String> = by_round.iter().map(|r| format!("{r:.0}%")).collect();
         println!(
-            "{label}: store {ours:.0}/s ({ops} upserts), sqlx on a connection per writer {direct:.0}/s, \
-             pgbench {floor:.0}/s, pgbench without the advisory lock {unlocked:.0}/s, {ratio:.0}%"
+            "{label}: store {ours:.0}/s, pgbench {floor:.0}/s over {rounds} rounds: {ratio:.0}% \
+             (by round: {}); sqlx on a connection per writer {direct:.0}/s, pgbench without \
+             the advisory lock {unlocked:.0}/s",
+            rounds_text.join(", ")
         );
-        rows.push((label, ours, direct, floor, unlocked));
-        // Milliseconds of CPU per upsert: the client's and the server's.
-        let per = |secs: f64, n: f64| secs * 1000.0 / n.max(1.0);
-        let floor_ops = floor * secs as f64;
+        rows.push((label, ours, direct, floor, unlocked, rounds_text.join(", ")));
         cpu_rows.push((
             label,
             [
-                (per(t1.0 - t0.0, ops as f64), per(t1.2 - t0.2, ops as f64)),
+                (per(sums[0][2], sums[0][0]), per(sums[0][3], sums[0][0])),
                 (
-                    per(t2.0 - t1.0, direct_ops as f64),
-                    per(t2.2 - t1.2, direct_ops as f64),
+                    per(t3.0 - t2.0, direct_ops as f64),
+                    per(t3.2 - t2.2, direct_ops as f64),
                 ),
-                (per(t3.1 - t2.1, floor_ops), per(t3.2 - t2.2, floor_ops)),
+                (per(sums[1][2], sums[1][0]), per(sums[1][3], sums[1][0])),
             ],
         ));
     }
@@ -369,12 +403,12 @@ async fn main() {
         .expect("count");
     println!("rows after the run: {count}");
     println!(
-        "\n| workload | store (upserts/s) | sqlx, a connection per writer | pgbench -c {writers} (tps) | store / pgbench | sqlx / pgbench | pgbench without the advisory lock | lock costs pgbench |"
+        "\n| workload | store (upserts/s) | sqlx, a connection per writer | pgbench -c {writers} (tps) | store / pgbench | by round | sqlx / pgbench | pgbench without the advisory lock | lock costs pgbench |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (label, ours, direct, floor, unlocked) in rows {
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|");
+    for (label, ours, direct, floor, unlocked, by_round) in rows {
         println!(
-            "| {label} | {ours:.0} | {direct:.0} | {floor:.0} | {:.0}% | {:.0}% | {unlocked:.0} | {:.0}% |",
+            "| {label} | {ours:.0} | {direct:.0} | {floor:.0} | {:.0}% | {by_round} | {:.0}% | {unlocked:.0} | {:.0}% |",
             ours / floor * 100.0,
             direct / floor * 100.0,
             (1.0 - floor / unlocked) * 100.0
