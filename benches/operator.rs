@@ -7,8 +7,9 @@
 //! (default 0: every request its own digest) of the requests spread over `BENCH_SHARED_DIGESTS`
 //! (default 100) digests, the rest distinct; `BENCH_PENDING_POLLS` (default 0: the report is
 //! ready at once) polls answered "not ready, retry in 1 s" per scan, so that requests of one
-//! digest wait on a scan in flight; `BENCH_OPERATOR_BIN` runs another build of the operator
-//! binary. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
+//! digest wait on a scan in flight; `BENCH_DB_CONNECTIONS` (default: one per concurrent
+//! reconcile) the operator's database connections; `BENCH_OPERATOR_BIN` runs another build of
+//! the operator binary. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
 //! `scripts/bench.sh operator_joined` 1,000 over 10 digests with a scan of two pending polls.
 //!
 //! Floors: the *honest* floor is the API writes a request cannot avoid, one status server-side
@@ -177,6 +178,12 @@ fn spawn_watch(api: Api<ScanRequest>, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
     })
 }
 
+/// The operator's database connections: `BENCH_DB_CONNECTIONS`, else one per concurrent
+/// reconcile.
+fn db_connections(concurrency: usize) -> String {
+    env_or("BENCH_DB_CONNECTIONS", concurrency).to_string()
+}
+
 struct Operator {
     child: std::process::Child,
     addr: std::net::SocketAddr,
@@ -200,7 +207,7 @@ impl Operator {
         let child = Command::new(bin)
             .args(["run", "--listen", &addr.to_string(), "--namespaces", ns])
             .args(["--concurrency", &concurrency.to_string()])
-            .args(["--database-max-connections", &concurrency.to_string()])
+            .args(["--database-max-connections", &db_connections(concurrency)])
             .args(["--log-level", "warn"])
             // The benchmark measures the controller, not a registry.
             .args(["--artifact-access", "trust"])
