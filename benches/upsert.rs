@@ -83,11 +83,18 @@ fn report(n: u64, body: &serde_json::value::RawValue) -> NewReport {
     }
 }
 
-/// Runs `writers` tasks for `secs`; `hot` makes them all write one tuple.
-async fn run_store(store: &Store, writers: usize, secs: u64, hot: bool) -> (u64, f64) {
+/// Runs `writers` tasks for `secs`; `hot` makes them all write one tuple, otherwise each upsert
+/// takes the next number of `next`, which goes on counting across rounds: every round inserts
+/// new tuples, as pgbench's random ones do.
+async fn run_store(
+    store: &Store,
+    writers: usize,
+    secs: u64,
+    hot: bool,
+    next: &Arc<AtomicU64>,
+) -> (u64, f64) {
     let body: Arc<Box<serde_json::value::RawValue>> =
         Arc::new(serde_json::value::to_raw_value(&sample_report()).expect("report serialises"));
-    let next = Arc::new(AtomicU64::new(1 << 40));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -337,6 +344,7 @@ async fn main() {
         .max(1);
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
+    let next = Arc::new(AtomicU64::new(1 << 40));
     // Milliseconds of CPU per upsert.
     let per = |secs: f64, n: f64| secs * 1000.0 / n.max(1.0);
     for (label, hot) in [("distinct tuples", false), ("one hot tuple", true)] {
@@ -350,7 +358,7 @@ async fn main() {
                 settle(&store).await;
                 let t0 = sample();
                 let (ops, rate) = if side == 0 {
-                    let (ops, rate) = run_store(&store, writers, secs, hot).await;
+                    let (ops, rate) = run_store(&store, writers, secs, hot, &next).await;
                     (ops as f64, rate)
                 } else {
                     let tps = run_pgbench(&url, writers, secs, hot, true);
