@@ -23,7 +23,7 @@
 //! timed phase starts once the servers are idle (`quiesce`): creating the objects leaves the
 //! API server collecting garbage for seconds, which the phase right after it would pay.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -176,6 +176,48 @@ fn spawn_watch(api: Api<ScanRequest>, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
             }
         }
     })
+}
+
+/// Requests the API server has served, by verb and resource (`apiserver_request_total` of its
+/// own metrics, summed over codes and scopes): what each phase asked of it.
+async fn api_requests(client: &kube::Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a request");
+    let text = client.request_text(request).await.unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+        let key = if sub.is_empty() {
+            format!("{verb} {resource}")
+        } else {
+            format!("{verb} {resource}/{sub}")
+        };
+        *counts.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// `after - before`, the entries that grew.
+fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
 }
 
 /// The operator's database connections: `BENCH_DB_CONNECTIONS`, else one per concurrent
@@ -620,6 +662,7 @@ async fn main() {
     let created = creating.elapsed();
     let mut settled = vec![("operator", quiesce(postmaster).await)];
     let db_before = statements.snapshot().await;
+    let api_before = api_requests(&client).await;
     let cpu_start = Cpu::sample(None, postmaster);
     let start = Instant::now();
     let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
@@ -640,6 +683,7 @@ async fn main() {
     }
     let all_ready = start.elapsed();
     let cpu_run = Cpu::sample(Some(op.child.id()), postmaster).since(&cpu_start);
+    let api_run = grown(&api_before, &api_requests(&client).await);
     // Let late duplicate writes, if any, arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let db_run = Statements::delta(&db_before, &statements.snapshot().await);
@@ -711,11 +755,14 @@ async fn main() {
         (None, &Statuses::Minimal),
     ];
     let mut measured = Vec::new();
+    let mut api_floors = Vec::new();
     for ((ns, refs), (events, statuses)) in floor_objects.iter().zip(plans) {
         settled.push(("floor", quiesce(postmaster).await));
+        let api_before = api_requests(&client).await;
         let before = Cpu::sample(None, postmaster);
         let took = floor(&client, ns, refs, concurrency, events, statuses).await;
         measured.push((took, Cpu::sample(None, postmaster).since(&before)));
+        api_floors.push(grown(&api_before, &api_requests(&client).await));
     }
     let [
         (honest_floor, honest_cpu),
@@ -837,6 +884,25 @@ async fn main() {
                 ms / (*calls).max(1) as f64
             );
         }
+    }
+
+    // Both phases include the metrics read that ends them and the benchmark's counting watch.
+    println!(
+        "\nAPI requests served (apiserver_request_total), the operator's phase and the honest floor's:\n"
+    );
+    println!("| verb and resource | operator to all Ready | per request | honest floor |");
+    println!("|---|---:|---:|---:|");
+    let honest_api = api_floors.first().cloned().unwrap_or_default();
+    let mut keys: Vec<&String> = api_run.keys().chain(honest_api.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let ours = api_run.get(key).copied().unwrap_or(0.0);
+        println!(
+            "| {key} | {ours:.0} | {:.3} | {:.0} |",
+            ours / n as f64,
+            honest_api.get(key).copied().unwrap_or(0.0)
+        );
     }
 
     println!("\nCPU seconds per process (2 cores; /proc/<pid>/stat):\n");

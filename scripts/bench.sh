@@ -2,6 +2,7 @@
 # Benchmarks. Starts a throwaway PostgreSQL unless DATABASE_URL is set.
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh upsert     only the store's upsert throughput
+#   scripts/bench.sh new_report PostgreSQL's CPU for a new report's statements, no API server
 #   scripts/bench.sh memory     peak RSS per report (no control plane needed)
 #   scripts/bench.sh report_api the report API: list and get latency, peak RSS for a large body
 #   scripts/bench.sh churn      ScanRequests created and deleted in waves: RSS, writes, table sizes
@@ -41,7 +42,7 @@ if [[ -z ${SCANREPORT_OPERATOR_BIN:-} ]]; then
 fi
 
 benches=("$@")
-[[ ${#benches[@]} -gt 0 ]] || benches=(upsert memory operator operator_10k report_api policy churn)
+[[ ${#benches[@]} -gt 0 ]] || benches=(upsert new_report memory operator operator_10k report_api policy churn)
 runs=${BENCH_RUNS:-1}
 for b in "${benches[@]}"; do
   for ((run = 1; run <= runs; run++)); do
