@@ -7,7 +7,7 @@
 //!
 //! Phases, each over new tuples of one scanner, alternating for `BENCH_ROUNDS` rounds:
 //! * **now**: the tuple read that opens and claims the job, then the upsert of the report
-//!   (13.7 KB, 29 findings) that completes the claimed job: what a reconcile does when the
+//!   (`testkit`'s sample, 13 KB with 29 findings) that completes the claimed job: what a reconcile does when the
 //!   adapter has the report at the first poll;
 //! * **before**: the same with the submission recorded between them and the upsert completing
 //!   the job by its scan id: the three statements before the submitter polled first;
@@ -21,52 +21,36 @@ use std::time::Instant;
 use chrono::Utc;
 use scanreport_operator::api::SeveritySummary;
 use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
-use scanreport_operator::scanner::summary::{Bucket, Finding};
+use scanreport_operator::scanner::summary::{Finding, summarize_findings};
 use scanreport_operator::store::{
     Completes, Leases, NewReport, Opened, Opening, PoolConfig, Store,
 };
+use serde_json::value::RawValue;
+use testkit::fixtures::sample_vulnerability_report;
 use testkit::{cpu, pgtest};
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 const TASKS: usize = 16;
 
-/// The report the development adapter serves for a vulnerability scan: 29 vulnerabilities.
-fn body() -> Box<serde_json::value::RawValue> {
-    let severities = ["Critical", "High", "Medium", "Low", "Unknown"];
-    let vulns: Vec<_> = (0..29)
-        .map(|i| {
-            serde_json::json!({
-                "id": format!("CVE-2026-{:05}", 1000 + i),
-                "package": format!("libexample{}", i % 7),
-                "version": format!("1.{}.{}", i % 5, i),
-                "fix_version": if i % 3 == 0 { format!("1.{}.{}", i % 5, i + 1) } else { String::new() },
-                "severity": severities[i % severities.len()],
-                "description": "A crafted input can make the parser read past the end of a buffer, \
-                    which lets a remote attacker crash the process or read adjacent memory.",
-                "links": [format!("https://avd.example/nvd/cve-2026-{:05}", 1000 + i)],
-                "cwe_ids": ["CWE-125"],
-                "vendor_attributes": {"CVSS": {"nvd": {"V3Score": 7.5, "V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}}}
-            })
-        })
-        .collect();
-    serde_json::value::to_raw_value(&serde_json::json!({
-        "generated_at": "2026-11-27T00:00:00Z",
-        "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50.0"},
-        "vulnerabilities": vulns
-    }))
-    .expect("the report serialises")
+/// The benchmarks' report, with its summary and findings as the operator derives them.
+struct Sample {
+    body: Box<RawValue>,
+    summary: SeveritySummary,
+    findings: Vec<Finding>,
 }
 
-fn findings() -> Vec<Finding> {
-    (0..29)
-        .map(|i| Finding {
-            id: format!("CVE-2026-{:05}", 1000 + i),
-            package: format!("libexample{}", i % 7),
-            version: format!("1.{}.{}", i % 5, i),
-            severity: Bucket::High,
-            fix_version: (i % 3 == 0).then(|| format!("1.{}.{}", i % 5, i + 1)),
-        })
-        .collect()
+fn sample() -> Sample {
+    let body = serde_json::value::to_raw_value(&sample_vulnerability_report())
+        .expect("the report serialises");
+    let mime = MimeType::parse(VULN).expect("a MIME type");
+    let (summary, findings) = summarize_findings(&mime, body.get())
+        .expect("the report is well formed")
+        .expect("a vulnerability report has a summary");
+    Sample {
+        body,
+        summary,
+        findings,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,7 +86,7 @@ fn key(n: u64, own_scanner: bool) -> ReportKey {
 }
 
 /// One new report through the phase's statements.
-async fn one(store: &Store, phase: Phase, n: u64, body: &serde_json::value::RawValue) {
+async fn one(store: &Store, phase: Phase, n: u64, sample: &Sample) {
     let leases = Leases::default();
     let k = key(n, phase == Phase::ReadAlone);
     if phase != Phase::UpsertAlone {
@@ -124,9 +108,9 @@ async fn one(store: &Store, phase: Phase, n: u64, body: &serde_json::value::RawV
     }
     let report = NewReport {
         key: k.clone(),
-        report: body.to_owned(),
-        summary: SeveritySummary::default(),
-        findings: Some(findings()),
+        report: sample.body.clone(),
+        summary: sample.summary,
+        findings: Some(sample.findings.clone()),
         scanner_name: "Trivy".into(),
         scanner_vendor: "Aqua Security".into(),
         scanner_version: "0.50.0".into(),
@@ -174,10 +158,11 @@ async fn main() {
     store.migrate().await.expect("migrate");
     let postmaster = cpu::postmaster_pid(store.pool()).await;
     let me = std::process::id();
-    let body: Arc<Box<serde_json::value::RawValue>> = Arc::new(body());
+    let sample = Arc::new(sample());
     println!(
-        "{reports} new reports per phase, {TASKS} tasks, {rounds} rounds; report {} bytes, 29 findings",
-        body.get().len()
+        "{reports} new reports per phase, {TASKS} tasks, {rounds} rounds; report {} bytes, {} findings",
+        sample.body.get().len(),
+        sample.findings.len()
     );
     let phases = [
         Phase::Now,
@@ -203,14 +188,14 @@ async fn main() {
             let start = Instant::now();
             let tasks: Vec<_> = (0..TASKS)
                 .map(|_| {
-                    let (store, body, next) = (store.clone(), body.clone(), next.clone());
+                    let (store, sample, next) = (store.clone(), sample.clone(), next.clone());
                     tokio::spawn(async move {
                         loop {
                             let n = next.fetch_add(1, Ordering::Relaxed);
                             if n >= end {
                                 break;
                             }
-                            one(&store, phase, n, &body).await;
+                            one(&store, phase, n, &sample).await;
                         }
                     })
                 })

@@ -26,37 +26,9 @@ use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registr
 use scanreport_operator::store::{NewReport, PoolConfig, REPORT_LOCK_CLASS, Store, UPSERT_SQL};
 use sqlx::ConnectOptions;
 use testkit::cpu;
+use testkit::fixtures::sample_vulnerability_report;
 
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
-
-/// A plausible Harbor 1.1 vulnerability report of about 13 KB.
-fn sample_report() -> serde_json::Value {
-    let severities = ["Critical", "High", "Medium", "Low", "Unknown"];
-    let vulns: Vec<_> = (0..29)
-        .map(|i| {
-            serde_json::json!({
-                "id": format!("CVE-2026-{:05}", 1000 + i),
-                "package": format!("libexample{}", i % 7),
-                "version": format!("1.{}.{}", i % 5, i),
-                "fix_version": if i % 3 == 0 { format!("1.{}.{}", i % 5, i + 1) } else { String::new() },
-                "severity": severities[i % severities.len()],
-                "description": "A crafted input can make the parser read past the end of a buffer, \
-                    which lets a remote attacker crash the process or read adjacent memory.",
-                "links": [format!("https://avd.example/nvd/cve-2026-{:05}", 1000 + i)],
-                "cwe_ids": ["CWE-125"],
-                "vendor_attributes": {"CVSS": {"nvd": {"V3Score": 7.5, "V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}}}
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "generated_at": "2026-11-27T00:00:00Z",
-        "artifact": {"repository": "library/nginx", "digest": format!("sha256:{}", "a".repeat(64)),
-                     "mime_type": "application/vnd.oci.image.manifest.v1+json"},
-        "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50.0"},
-        "severity": "Critical",
-        "vulnerabilities": vulns
-    })
-}
 
 fn report(n: u64, body: &serde_json::value::RawValue) -> NewReport {
     NewReport {
@@ -93,8 +65,9 @@ async fn run_store(
     hot: bool,
     next: &Arc<AtomicU64>,
 ) -> (u64, f64) {
-    let body: Arc<Box<serde_json::value::RawValue>> =
-        Arc::new(serde_json::value::to_raw_value(&sample_report()).expect("report serialises"));
+    let body: Arc<Box<serde_json::value::RawValue>> = Arc::new(
+        serde_json::value::to_raw_value(&sample_vulnerability_report()).expect("report serialises"),
+    );
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -127,8 +100,9 @@ async fn run_store(
 /// difference to pgbench what the driver and the binding cost.
 async fn run_direct(url: &str, writers: usize, secs: u64, hot: bool) -> (u64, f64) {
     use sqlx::Connection;
-    let body: Arc<Box<serde_json::value::RawValue>> =
-        Arc::new(serde_json::value::to_raw_value(&sample_report()).expect("report serialises"));
+    let body: Arc<Box<serde_json::value::RawValue>> = Arc::new(
+        serde_json::value::to_raw_value(&sample_vulnerability_report()).expect("report serialises"),
+    );
     let next = Arc::new(AtomicU64::new(3 << 40));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -241,7 +215,7 @@ fn run_pgbench(url: &str, writers: usize, secs: u64, hot: bool, lock: bool) -> f
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("upsert.sql");
     std::fs::write(&script, pgbench_script(hot, lock)).expect("write pgbench script");
-    let report = sample_report().to_string();
+    let report = sample_vulnerability_report().to_string();
     let pgbench =
         std::env::var("PGBENCH").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pgbench".into());
     let out = Command::new(&pgbench)
@@ -329,7 +303,7 @@ async fn main() {
     .await
     .expect("connect store");
     store.migrate().await.expect("migrate");
-    let size = sample_report().to_string().len();
+    let size = sample_vulnerability_report().to_string().len();
     println!("report size: {size} bytes; writers: {writers}; {secs} s per phase");
 
     let me = std::process::id();

@@ -296,6 +296,36 @@ impl SecretBuilder {
     }
 }
 
+/// A plausible Harbor 1.1 vulnerability report of about 13 KB: 29 vulnerabilities over five
+/// severities, a third with a fix version. The benchmarks' report body.
+pub fn sample_vulnerability_report() -> serde_json::Value {
+    let severities = ["Critical", "High", "Medium", "Low", "Unknown"];
+    let vulns: Vec<_> = (0..29)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("CVE-2026-{:05}", 1000 + i),
+                "package": format!("libexample{}", i % 7),
+                "version": format!("1.{}.{}", i % 5, i),
+                "fix_version": if i % 3 == 0 { format!("1.{}.{}", i % 5, i + 1) } else { String::new() },
+                "severity": severities[i % severities.len()],
+                "description": "A crafted input can make the parser read past the end of a buffer, \
+                    which lets a remote attacker crash the process or read adjacent memory.",
+                "links": [format!("https://avd.example/nvd/cve-2026-{:05}", 1000 + i)],
+                "cwe_ids": ["CWE-125"],
+                "vendor_attributes": {"CVSS": {"nvd": {"V3Score": 7.5, "V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}}}
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generated_at": "2026-11-27T00:00:00Z",
+        "artifact": {"repository": "library/nginx", "digest": format!("sha256:{}", "a".repeat(64)),
+                     "mime_type": "application/vnd.oci.image.manifest.v1+json"},
+        "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.50.0"},
+        "severity": "Critical",
+        "vulnerabilities": vulns
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
