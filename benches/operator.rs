@@ -17,7 +17,10 @@
 //! concurrency (Events in the background, as the operator publishes them). Each apply sends the
 //! status the operator wrote to the request of the same index, so the floors run after the
 //! operator; the same floor with a small fixed status (what it sent before) and the old floor
-//! (that small status, no Events) are printed beside it. Database statements are counted with `pg_stat_statements` when the
+//! (that small status, no Events) are printed beside it. The *report-work* floor is the honest
+//! floor plus, per new report, what storing it takes with the operator's own adapter client
+//! and store but no controller (`POST /scan`, `GET` the report, one upsert): the operator's
+//! time over it is what the controller adds. Database statements are counted with `pg_stat_statements` when the
 //! server preloads it (scripts/bench.sh does), otherwise as transactions of the benchmark's
 //! database (`pg_stat_database`). CPU seconds per process come from `/proc/<pid>/stat`. Every
 //! timed phase starts once the servers are idle (`quiesce`): creating the objects leaves the
@@ -36,6 +39,12 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use scanreport_operator::api::{ScanRequest, Scanner, ScannerSpec};
+use scanreport_operator::identity::{Digest, MimeType, ReportKey, default_registration_uuid};
+use scanreport_operator::scanner::wire::mime::OCI_IMAGE_MANIFEST;
+use scanreport_operator::scanner::{
+    AdapterClient, AdapterCredentials, AdapterMetadata, ClientOptions, ReportPoll, ScanSubmission,
+};
+use scanreport_operator::store::{Completes, NewReport, PoolConfig, Store};
 use testkit::envtest;
 use testkit::fixtures::ScanRequestBuilder;
 use testkit::{cpu, pgtest};
@@ -353,7 +362,8 @@ impl Statuses {
 /// in the background as the operator publishes its Events (the clock stops when all are in).
 /// Watched by the same counting watch as the operator's run (so that the measurement's own load
 /// is on both sides). `statuses` is what each object's apply sends: the same small status for
-/// all, or per object the status the operator wrote to its twin.
+/// all, or per object the status the operator wrote to its twin. With `work`, each object
+/// marked in `events` first has its report scanned, fetched and stored.
 /// Returns the seconds it took.
 async fn floor(
     client: &Client,
@@ -362,6 +372,7 @@ async fn floor(
     concurrency: usize,
     events: Option<&[bool]>,
     statuses: &Statuses,
+    work: Option<&ReportWork>,
 ) -> f64 {
     let api: Api<ScanRequest> = Api::namespaced(client.clone(), ns);
     let event_api: Api<K8sEvent> = Api::namespaced(client.clone(), ns);
@@ -376,7 +387,11 @@ async fn floor(
             let status = statuses.patch(i);
             let event_api = event_api.clone();
             async move {
-                if events.is_some_and(|e| e.get(i).copied().unwrap_or(false)) {
+                let new_report = events.is_some_and(|e| e.get(i).copied().unwrap_or(false));
+                if let Some(work) = work.filter(|_| new_report) {
+                    work.store_report(i).await;
+                }
+                if new_report {
                     // What the operator's Recorder creates for a stored report.
                     let event = K8sEvent {
                         metadata: ObjectMeta {
@@ -421,6 +436,95 @@ async fn floor(
     let took = start.elapsed().as_secs_f64();
     watch.abort();
     took
+}
+
+/// What storing one new report takes, done by the operator's own adapter client and store
+/// without its controller: `POST /scan`, `GET` the report, and the report's upsert (one
+/// statement, completing no job). The report-work floor adds it to the honest floor's writes,
+/// so that the operator's time over that floor is what the controller itself costs.
+struct ReportWork {
+    client: AdapterClient,
+    metadata: AdapterMetadata,
+    store: Store,
+    /// Reports of a scanner name of their own, so that each upsert inserts a new row, as the
+    /// operator's did.
+    registration_uuid: uuid::Uuid,
+    mix: Mix,
+}
+
+impl ReportWork {
+    async fn new(adapter_url: &str, database_url: &str, concurrency: usize, mix: Mix) -> Self {
+        let client = AdapterClient::new(
+            adapter_url,
+            AdapterCredentials::None,
+            None,
+            ClientOptions::default(),
+        )
+        .expect("adapter client");
+        let metadata = client.metadata().await.expect("adapter metadata");
+        let store = Store::connect(
+            database_url,
+            &PoolConfig {
+                max_connections: u32::try_from(concurrency).unwrap_or(16),
+                ..PoolConfig::default()
+            },
+        )
+        .await
+        .expect("connect the report-work floor's store");
+        Self {
+            client,
+            metadata,
+            store,
+            registration_uuid: default_registration_uuid("bench-report-work").expect("a uuid"),
+            mix,
+        }
+    }
+
+    /// The report of request `i`: scanned, fetched and stored.
+    async fn store_report(&self, i: usize) {
+        let spec = request(i, "bench-report-work", &self.mix).spec;
+        let mime_type = MimeType::parse(VULN).expect("a MIME type");
+        let digest = Digest::parse(&self.mix.digest(i)).expect("a digest");
+        let submission = ScanSubmission {
+            registry_url: spec.registry.url,
+            registry_authorization: None,
+            repository: spec.artifact.repository,
+            digest: digest.clone(),
+            tag: None,
+            artifact_mime_type: OCI_IMAGE_MANIFEST.to_owned(),
+            report_mime_type: mime_type.clone(),
+        };
+        let handle = self
+            .client
+            .submit_scan(&self.metadata, &submission)
+            .await
+            .expect("scan");
+        let ReportPoll::Ready(report) = self.client.fetch_report(&handle).await.expect("report")
+        else {
+            panic!("the benchmark's adapter has every report at the first poll");
+        };
+        let scanner = report
+            .scanner
+            .unwrap_or_else(|| self.metadata.scanner.clone());
+        let new = NewReport {
+            key: ReportKey {
+                digest,
+                registration_uuid: self.registration_uuid,
+                mime_type,
+            },
+            summary: report.summary.unwrap_or_default(),
+            findings: report.findings,
+            report: report.body,
+            scanner_name: scanner.name,
+            scanner_vendor: scanner.vendor,
+            scanner_version: scanner.version,
+            generated_at: report.generated_at.unwrap_or_else(chrono::Utc::now),
+        };
+        self.store
+            .complete_with_report(new, Completes::Nothing)
+            .await
+            .expect("upsert");
+    }
 }
 
 /// Statements the database ran, from `pg_stat_statements` (per statement text) or, without it,
@@ -635,7 +739,12 @@ async fn main() {
     // its requests. They all exist from the start, so that the API server holds as many objects
     // in every phase; the floors run after the operator, which writes the statuses they copy.
     let mut floor_objects = Vec::new();
-    for name in ["bench-floor", "bench-floor-small", "bench-floor-old"] {
+    for name in [
+        "bench-floor",
+        "bench-floor-work",
+        "bench-floor-small",
+        "bench-floor-old",
+    ] {
         let ns = envtest::fresh_namespace(&client, name).await;
         let api: Api<ScanRequest> = Api::namespaced(client.clone(), &ns);
         let refs = create_floor_objects(&api, n, concurrency, &mix).await;
@@ -720,6 +829,8 @@ async fn main() {
     let rss_restart = op.peak_rss_mib();
     op.stop();
     watch.abort();
+    // Before the report-work floor scans too.
+    let stats = adapter.stats();
 
     // The floors, on the same server: the status applies alone with a small status (the old
     // floor), with the Events (the honest floor as first defined), and the honest floor with
@@ -748,29 +859,33 @@ async fn main() {
             .collect(),
     );
     // In the order of `floor_objects`: the honest floor first, so that, had it run last, a
-    // slower floor could not be blamed on the order.
+    // slower floor could not be blamed on the order; the report-work floor next to it.
+    let work = ReportWork::new(adapter.base_url(), &database_url, concurrency, mix).await;
     let plans = [
-        (Some(&firsts[..]), &copied),
-        (Some(&firsts[..]), &Statuses::Minimal),
-        (None, &Statuses::Minimal),
+        (Some(&firsts[..]), &copied, None),
+        (Some(&firsts[..]), &copied, Some(&work)),
+        (Some(&firsts[..]), &Statuses::Minimal, None),
+        (None, &Statuses::Minimal, None),
     ];
     let mut measured = Vec::new();
     let mut api_floors = Vec::new();
-    for ((ns, refs), (events, statuses)) in floor_objects.iter().zip(plans) {
+    for ((ns, refs), (events, statuses, work)) in floor_objects.iter().zip(plans) {
         settled.push(("floor", quiesce(postmaster).await));
         let api_before = api_requests(&client).await;
         let before = Cpu::sample(None, postmaster);
-        let took = floor(&client, ns, refs, concurrency, events, statuses).await;
+        let took = floor(&client, ns, refs, concurrency, events, statuses, work).await;
         measured.push((took, Cpu::sample(None, postmaster).since(&before)));
         api_floors.push(grown(&api_before, &api_requests(&client).await));
     }
+    work.store.close().await;
     let [
         (honest_floor, honest_cpu),
+        (work_floor, work_cpu),
         (minimal_floor, minimal_cpu),
         (status_floor, status_cpu),
-    ] = <[_; 3]>::try_from(measured).expect("three floors");
+    ] = <[_; 4]>::try_from(measured).expect("four floors");
     println!(
-        "floors: {n} status applies in {status_floor:.1}s; plus {tuples} Events in {minimal_floor:.1}s; with the operator's statuses {honest_floor:.1}s"
+        "floors: {n} status applies in {status_floor:.1}s; plus {tuples} Events in {minimal_floor:.1}s; with the operator's statuses {honest_floor:.1}s; plus {tuples} reports scanned and stored {work_floor:.1}s"
     );
     // The watch's memory per object: all requests Ready, as the operator's cache holds them.
     let whole = cache_bytes_per_object(api.clone(), false).await;
@@ -790,7 +905,6 @@ async fn main() {
         .sum::<f64>()
         / per;
 
-    let stats = adapter.stats();
     let t = all_ready.as_secs_f64();
     println!(
         "created in {:.1}s (before the operator started); all Ready {t:.1}s after the operator started",
@@ -816,6 +930,23 @@ async fn main() {
     println!(
         "| time / honest floor | {:.2}× | ≤ 1.5× |",
         t / honest_floor
+    );
+    println!(
+        "| report-work floor: the honest floor + per new report POST /scan, GET report, upsert (the operator's client and store, no controller) | {work_floor:.1} s | |"
+    );
+    println!(
+        "| report-work floor / honest floor | {:.2}× | |",
+        work_floor / honest_floor
+    );
+    println!(
+        "| time / report-work floor (what the controller adds) | {:.2}× | |",
+        t / work_floor
+    );
+    println!(
+        "| CPU-s of all processes / report-work floor's | {:.1} / {:.1} = {:.2}× | |",
+        cpu_run.total(),
+        work_cpu.total(),
+        cpu_run.total() / work_cpu.total().max(f64::MIN_POSITIVE)
     );
     println!(
         "| time / honest floor with a small status | {:.2}× | |",
@@ -918,6 +1049,11 @@ async fn main() {
             honest_floor,
             &honest_cpu,
         ),
+        (
+            "report-work floor (honest floor + scan, fetch, upsert)",
+            work_floor,
+            &work_cpu,
+        ),
         ("operator to all Ready", t, &cpu_run),
         (
             "restart to all reconciled",
@@ -942,6 +1078,7 @@ async fn main() {
     println!("|---|---:|---:|");
     let floors = [
         "the honest floor",
+        "the report-work floor",
         "the small-status floor",
         "the old floor",
     ];
