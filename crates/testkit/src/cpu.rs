@@ -28,6 +28,20 @@ pub fn postgres(postmaster: u32) -> f64 {
             .sum::<f64>()
 }
 
+/// Seconds the hypervisor ran others on this machine's virtual CPUs (`steal` of `/proc/stat`,
+/// all CPUs together): how much of a phase's wall time the machine was not ours.
+pub fn steal() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // "cpu  user nice system idle iowait irq softirq steal ..."
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ticks / hz()
+}
+
 /// The postmaster's pid, from its pid file (readable when this runs as the server's owner or
 /// root; otherwise `None`).
 pub async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
