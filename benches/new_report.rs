@@ -9,6 +9,8 @@
 //! * **now**: the tuple read that opens and claims the job, then the upsert of the report
 //!   (`testkit`'s sample, 13 KB with 29 findings) that completes the claimed job: what a reconcile does when the
 //!   adapter has the report at the first poll;
+//! * **now, a scanner per tuple**: the same, each tuple of its own scanner, so that no queue
+//!   lock is shared: against **now**, what sixteen tasks sharing one scanner's lock cost;
 //! * **before**: the same with the submission recorded between them and the upsert completing
 //!   the job by its scan id: the three statements before the submitter polled first;
 //! * **the read alone** (each tuple of its own scanner, so no queue lock is shared) and **the
@@ -56,6 +58,8 @@ fn sample() -> Sample {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Now,
+    /// `Now` with each tuple of its own scanner: no queue lock shared between the tasks.
+    NowOwnScanner,
     Before,
     ReadAlone,
     UpsertAlone,
@@ -65,6 +69,7 @@ impl Phase {
     fn label(self) -> &'static str {
         match self {
             Self::Now => "now: tuple read, upsert completing the claim",
+            Self::NowOwnScanner => "now, a scanner per tuple (no shared queue lock)",
             Self::Before => "before: tuple read, submission, upsert completing the scan",
             Self::ReadAlone => "the tuple read alone (a scanner per tuple)",
             Self::UpsertAlone => "the upsert alone (no job)",
@@ -88,7 +93,7 @@ fn key(n: u64, own_scanner: bool) -> ReportKey {
 /// One new report through the phase's statements.
 async fn one(store: &Store, phase: Phase, n: u64, sample: &Sample) {
     let leases = Leases::default();
-    let k = key(n, phase == Phase::ReadAlone);
+    let k = key(n, matches!(phase, Phase::ReadAlone | Phase::NowOwnScanner));
     if phase != Phase::UpsertAlone {
         let opening = Opening {
             key: &k,
@@ -125,7 +130,7 @@ async fn one(store: &Store, phase: Phase, n: u64, sample: &Sample) {
             assert!(recorded, "the claim is held");
             Completes::Scan("scan")
         }
-        Phase::Now => Completes::Claim("bench"),
+        Phase::Now | Phase::NowOwnScanner => Completes::Claim("bench"),
         Phase::ReadAlone | Phase::UpsertAlone => Completes::Nothing,
     };
     store
@@ -166,12 +171,13 @@ async fn main() {
     );
     let phases = [
         Phase::Now,
+        Phase::NowOwnScanner,
         Phase::Before,
         Phase::ReadAlone,
         Phase::UpsertAlone,
     ];
     // Per phase: reports, seconds, PostgreSQL CPU-s, this process's CPU-s.
-    let mut sums = [[0.0f64; 4]; 4];
+    let mut sums = [[0.0f64; 4]; 5];
     let next = Arc::new(AtomicU64::new(1 << 40));
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..phases.len()).collect();
