@@ -3,7 +3,10 @@
 //! tasks through one store (as the operator's reconciles run them).
 //!
 //! `DATABASE_URL=... cargo bench --bench new_report` (scripts/bench.sh starts a throwaway
-//! server). Env: `BENCH_REPORTS` per phase (default 3000), `BENCH_ROUNDS` (default 2).
+//! server). Env: `BENCH_REPORTS` per phase (default 3000), `BENCH_ROUNDS` (default 2),
+//! `BENCH_RATE` new reports per second over all tasks (default 0: as fast as they go). The
+//! operator's 1,000-request benchmark stores 150-250 new reports a second; paced at that rate,
+//! the tasks seldom meet at a shared lock, so the phases show what it costs there.
 //!
 //! Phases, each over new tuples of one scanner, alternating for `BENCH_ROUNDS` rounds:
 //! * **now**: the tuple read that opens and claims the job, then the upsert of the report
@@ -18,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use scanreport_operator::api::SeveritySummary;
@@ -150,6 +153,11 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2)
         .max(1);
+    let rate: f64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r: &f64| r.is_finite() && *r > 0.0)
+        .unwrap_or(0.0);
     let url = pgtest::fresh_database("bench_new_report").await;
     let store = Store::connect(
         &url,
@@ -165,7 +173,12 @@ async fn main() {
     let me = std::process::id();
     let sample = Arc::new(sample());
     println!(
-        "{reports} new reports per phase, {TASKS} tasks, {rounds} rounds; report {} bytes, {} findings",
+        "{reports} new reports per phase, {TASKS} tasks, {rounds} rounds, {}; report {} bytes, {} findings",
+        if rate > 0.0 {
+            format!("paced at {rate} reports/s")
+        } else {
+            "unpaced".to_owned()
+        },
         sample.body.get().len(),
         sample.findings.len()
     );
@@ -188,7 +201,8 @@ async fn main() {
             let phase = phases[i];
             // Every phase starts with the WAL checkpointed (needs a privileged role).
             let _ = sqlx::query("CHECKPOINT").execute(store.pool()).await;
-            let end = next.load(Ordering::Relaxed) + reports;
+            let first = next.load(Ordering::Relaxed);
+            let end = first + reports;
             let pg0 = postmaster.map_or(0.0, cpu::postgres);
             let me0 = cpu::seconds(me, false);
             let start = Instant::now();
@@ -200,6 +214,12 @@ async fn main() {
                             let n = next.fetch_add(1, Ordering::Relaxed);
                             if n >= end {
                                 break;
+                            }
+                            if rate > 0.0 {
+                                // The n-th report of the phase starts no earlier than n / rate.
+                                let due =
+                                    start + Duration::from_secs_f64((n - first) as f64 / rate);
+                                tokio::time::sleep_until(due.into()).await;
                             }
                             one(&store, phase, n, &sample).await;
                         }

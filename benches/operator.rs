@@ -9,7 +9,9 @@
 //! ready at once) polls answered "not ready, retry in 1 s" per scan, so that requests of one
 //! digest wait on a scan in flight; `BENCH_DB_CONNECTIONS` (default: one per concurrent
 //! reconcile) the operator's database connections; `BENCH_OPERATOR_BIN` runs another build of
-//! the operator binary. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
+//! the operator binary; `BENCH_PAIRS` (default 0) more operator phases at the end, each on
+//! requests and digests of its own and beside an honest floor of its own, the two in turns
+//! (floor first in odd pairs): a ratio per pair, and their median. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
 //! `scripts/bench.sh operator_joined` 1,000 over 10 digests with a scan of two pending polls.
 //!
 //! Floors: the *honest* floor is the API writes a request cannot avoid, one status server-side
@@ -112,11 +114,13 @@ async fn cache_bytes_per_object(api: Api<ScanRequest>, trimmed: bool) -> f64 {
 const VULN: &str = "application/vnd.security.vulnerability.report; version=1.1";
 
 /// Which digest each request scans: of every 100 requests, the first `shared_percent` take one
-/// of `shared_digests` digests in turn, the others a digest of their own.
+/// of `shared_digests` digests in turn, the others a digest of their own. A mix of another
+/// `salt` has none of its digests.
 #[derive(Clone, Copy)]
 struct Mix {
     shared_percent: usize,
     shared_digests: usize,
+    salt: u64,
 }
 
 impl Mix {
@@ -125,11 +129,16 @@ impl Mix {
             // The k-th shared request takes the shared digests in turn.
             let k = i / 100 * self.shared_percent + i % 100;
             format!(
-                "sha256:{:064x}",
+                "sha256:{:016x}{:048x}",
+                self.salt,
                 0x5a4e_0000u64 + (k % self.shared_digests) as u64
             )
         } else {
-            format!("sha256:{:064x}", 0xbe9c_0000_0000u64 + i as u64)
+            format!(
+                "sha256:{:016x}{:048x}",
+                self.salt,
+                0xbe9c_0000_0000u64 + i as u64
+            )
         }
     }
 
@@ -705,7 +714,9 @@ async fn main() {
     let mix = Mix {
         shared_percent: env_or("BENCH_SHARED_PERCENT", 0).min(100),
         shared_digests: env_or("BENCH_SHARED_DIGESTS", 100).max(1),
+        salt: 0,
     };
+    let pairs = env_or("BENCH_PAIRS", 0);
     let firsts = mix.firsts(n);
     let tuples = firsts.iter().filter(|f| **f).count();
     let env = envtest::try_env().await.expect("local control plane");
@@ -756,6 +767,31 @@ async fn main() {
         let api: Api<ScanRequest> = Api::namespaced(client.clone(), &ns);
         let refs = create_floor_objects(&api, n, concurrency, &mix).await;
         floor_objects.push((ns, refs));
+    }
+    // The pairs' objects too: per pair, the operator's requests (digests of their own) and
+    // the floor's objects.
+    let mut pair_objects = Vec::new();
+    for pair in 1..=pairs {
+        let ns = envtest::fresh_namespace(&client, "bench-pair").await;
+        let api: Api<ScanRequest> = Api::namespaced(client.clone(), &ns);
+        let mix = Mix {
+            salt: pair as u64,
+            ..mix
+        };
+        stream::iter(0..n)
+            .for_each_concurrent(concurrency, |i| {
+                let api = api.clone();
+                async move {
+                    api.create(&PostParams::default(), &request(i, scanner, &mix))
+                        .await
+                        .expect("create");
+                }
+            })
+            .await;
+        let floor_ns = envtest::fresh_namespace(&client, "bench-pair-floor").await;
+        let floor_api: Api<ScanRequest> = Api::namespaced(client.clone(), &floor_ns);
+        let refs = create_floor_objects(&floor_api, n, concurrency, &mix).await;
+        pair_objects.push((api, floor_ns, refs));
     }
 
     let ns = envtest::fresh_namespace(&client, "bench").await;
@@ -895,6 +931,36 @@ async fn main() {
         }
     }
     work.store.close().await;
+    // The pairs: (operator's seconds, its CPU, the floor's seconds, its CPU, floor first).
+    let mut paired = Vec::new();
+    for (pair, (api, floor_ns, refs)) in pair_objects.iter().enumerate() {
+        let floor_first = pair.is_multiple_of(2);
+        let mut op_phase = None;
+        let mut floor_phase = None;
+        for floor_turn in [floor_first, !floor_first] {
+            if floor_turn {
+                quiesce(postmaster).await;
+                let before = Cpu::sample(None, postmaster);
+                let took = floor(
+                    &client,
+                    floor_ns,
+                    refs,
+                    concurrency,
+                    Some(&firsts[..]),
+                    &copied,
+                    None,
+                )
+                .await;
+                floor_phase = Some((took, Cpu::sample(None, postmaster).since(&before)));
+            } else {
+                op_phase =
+                    Some(operator_phase(env, api, &database_url, n, concurrency, postmaster).await);
+            }
+        }
+        if let (Some((op_t, op_cpu)), Some((floor_t, floor_cpu))) = (op_phase, floor_phase) {
+            paired.push((op_t, op_cpu, floor_t, floor_cpu, floor_first));
+        }
+    }
     let [
         (honest_floor, honest_cpu),
         (work_floor, work_cpu),
@@ -1115,4 +1181,101 @@ async fn main() {
         };
         println!("| {name} | {waited:.1} s | {cpu:.1} |");
     }
+    if !paired.is_empty() {
+        print_pairs(&paired, t / honest_floor);
+    }
+}
+
+/// One more operator phase, on the requests of `api`'s namespace (none has a status, none of
+/// their digests has a report): from the operator's start to all Ready, as the first one.
+/// Returns the seconds and every process's CPU.
+async fn operator_phase(
+    env: &envtest::TestEnv,
+    api: &Api<ScanRequest>,
+    database_url: &str,
+    n: usize,
+    concurrency: usize,
+    postmaster: Option<u32>,
+) -> (f64, Cpu) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watch = spawn_watch(api.clone(), seen.clone());
+    while seen.lock().unwrap().ready.len() < n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    quiesce(postmaster).await;
+    let before = Cpu::sample(None, postmaster);
+    let start = Instant::now();
+    let ns = api.namespace().unwrap_or_default();
+    let op = Operator::start(env.kubeconfig(), database_url, ns, concurrency);
+    loop {
+        let ready = seen.lock().unwrap().ready.values().filter(|r| **r).count();
+        if ready == n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "only {ready}/{n} Ready after 30 min"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = start.elapsed().as_secs_f64();
+    let cpu = Cpu::sample(Some(op.child.id()), postmaster).since(&before);
+    op.stop();
+    watch.abort();
+    (took, cpu)
+}
+
+/// The pairs' table: each operator phase against the honest floor run right before or after
+/// it, so that the machine's drift over the run moves both.
+fn print_pairs(paired: &[(f64, Cpu, f64, Cpu, bool)], first_ratio: f64) {
+    println!(
+        "\nPairs: the operator's phase and an honest floor of its own, one right after the other:\n"
+    );
+    println!(
+        "| pair | order | operator to all Ready | honest floor | time / honest floor | CPU-s, operator's phase (op / API / etcd / PG / bench) | CPU-s, floor (API / etcd / bench) | CPU-s / floor's |"
+    );
+    println!("|---|---|---:|---:|---:|---|---|---:|");
+    let mut ratios: Vec<f64> = Vec::new();
+    for (i, (op_t, op, floor_t, fl, floor_first)) in paired.iter().enumerate() {
+        let ratio = op_t / floor_t.max(f64::MIN_POSITIVE);
+        ratios.push(ratio);
+        println!(
+            "| {} | {} | {op_t:.1} s | {floor_t:.1} s | **{ratio:.2}×** | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2}× |",
+            i + 1,
+            if *floor_first {
+                "floor, operator"
+            } else {
+                "operator, floor"
+            },
+            op.operator,
+            op.apiserver,
+            op.etcd,
+            op.postgres,
+            op.bench,
+            fl.apiserver,
+            fl.etcd,
+            fl.bench,
+            op.total() / fl.total().max(f64::MIN_POSITIVE)
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if !v.len().is_multiple_of(2) {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    };
+    let within = ratios.iter().filter(|r| **r <= 1.5).count();
+    let pairs = ratios.len();
+    let pairs_median = median(&mut ratios.clone());
+    ratios.push(first_ratio);
+    println!(
+        "\n| time / honest floor, median of the {pairs} pairs | **{pairs_median:.2}×** ({within} of {pairs} at or under 1.5×) |"
+    );
+    println!(
+        "| with the run's first operator phase ({first_ratio:.2}×) | {:.2}× |",
+        median(&mut ratios)
+    );
 }
