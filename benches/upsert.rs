@@ -126,7 +126,7 @@ async fn run_direct(url: &str, writers: usize, secs: u64, hot: bool) -> (u64, f6
                         .bind(r.key.digest.as_str())
                         .bind(r.key.registration_uuid)
                         .bind(r.key.mime_type.as_str())
-                        .bind(sqlx::types::Json(&*r.report))
+                        .bind(r.report.get())
                         .bind(s.critical)
                         .bind(s.high)
                         .bind(s.medium)
@@ -191,7 +191,7 @@ fn pgbench_script(hot: bool, lock: bool) -> String {
         ("$8", "6".into()),
         ("$7", "7".into()),
         ("$6", "7".into()),
-        ("$5", ":report::jsonb".into()),
+        ("$5", ":report".into()),
         ("$4", format!("'{VULN}'")),
         ("$3", format!("'{reg}'::uuid")),
         (

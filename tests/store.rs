@@ -343,6 +343,11 @@ async fn the_findings_migration_backfills_old_reports_as_the_upsert_extracts_the
     store.upsert(&old).await.unwrap();
     assert!(store.findings(&[id]).await.unwrap().is_empty());
 
+    // The column was `jsonb` when that migration ran (a later one made it `json`).
+    sqlx::query("ALTER TABLE scan_report ALTER COLUMN report TYPE jsonb USING report::jsonb")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let migration = include_str!("../migrations/20261202000001_scan_report_findings.sql");
     sqlx::raw_sql(migration)
         .execute(store.pool())
@@ -421,4 +426,33 @@ async fn a_statement_abandoned_mid_flight_does_not_hold_up_the_next_one() {
         .await
         .expect("release the lock");
     store.close().await;
+}
+
+/// A report body reads back as the adapter sent it, byte for byte: its keys in their order,
+/// its spacing, its number spellings. The store keeps the text, it does not re-encode it.
+#[tokio::test]
+async fn a_report_body_reads_back_exactly_as_the_adapter_sent_it() {
+    let store = store("body_verbatim").await;
+    let sent = r#"{"vulnerabilities": [{"id":"CVE-2024-1","severity":"High","score":7.50}],
+  "scanner":{"name":"Trivy","vendor":"Aqua Security"},"artifact":{"repository":"library/app"}}"#;
+    let mut new = report(digest(9001), 0, t0());
+    new.report = serde_json::value::RawValue::from_string(sent.to_owned()).unwrap();
+    let id = new.id();
+    store.upsert(&new).await.unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let n = store.stream_body(id, 1024, &tx).await.unwrap();
+    drop(tx);
+    let mut read = Vec::new();
+    while let Some(piece) = rx.recv().await {
+        read.extend(piece.unwrap());
+    }
+    assert_eq!(n, sent.len() as u64);
+    assert_eq!(String::from_utf8(read).unwrap(), sent);
+    // And the decoded report is the same JSON.
+    let stored = store.get(id).await.unwrap().expect("stored");
+    assert_eq!(
+        stored.report,
+        serde_json::from_str::<serde_json::Value>(sent).unwrap()
+    );
 }

@@ -106,6 +106,7 @@ pub struct StoredReport {
 //   fail on the other unique index (the primary key) with 23505. Serialised writers of one tuple
 //   instead find the committed row and take the DO UPDATE path.
 // * DO UPDATE only when the incoming report is strictly newer: an older one never overwrites.
+// * The body ($5) is text cast to `json`: validated, stored as sent, never parsed further.
 // * `xmax = 0` tells an insert from an update; `inserted` NULL means the existing one was kept.
 // * `generated_at` is at most the database clock plus the allowed skew ($18 seconds): an
 //   adapter's timestamp in the future would otherwise keep every later report out for ever.
@@ -124,7 +125,7 @@ INSERT INTO scan_report AS r (
     id, digest, registration_uuid, mime_type, report,
     critical_cnt, high_cnt, medium_cnt, low_cnt, unknown_cnt, none_cnt, fixable_cnt,
     scanner_name, scanner_vendor, scanner_version, generated_at, findings)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+SELECT $1, $2, $3, $4, $5::json, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
     LEAST($17, date_trunc('microseconds', now() + make_interval(secs => $18))), $19 FROM serialise
 ON CONFLICT (digest, registration_uuid, mime_type) DO UPDATE SET
     report = EXCLUDED.report,
@@ -308,10 +309,13 @@ impl Store {
             .bind(id)
             .bind(report.key.digest.as_str())
             .bind(report.key.registration_uuid)
-            .bind(report.key.mime_type.as_str())
-            .bind(sqlx::types::Json(body.as_deref().unwrap_or(&report.report)));
-        // The statement encoded its copy of the body when it was bound.
-        drop(body);
+            .bind(report.key.mime_type.as_str());
+        // The body goes as text: the column is `json`, which only validates it. A body moved
+        // in is released once the statement has encoded its copy, at the bind.
+        let query = match body {
+            Some(body) => query.bind(Box::<str>::from(body)),
+            None => query.bind(report.report.get()),
+        };
         let row = on_conn!(self, c => query
             .bind(s.critical)
             .bind(s.high)
