@@ -9,7 +9,7 @@
 //! ready at once) polls answered "not ready, retry in 1 s" per scan, so that requests of one
 //! digest wait on a scan in flight; `BENCH_DB_CONNECTIONS` (default: one per concurrent
 //! reconcile) the operator's database connections; `BENCH_OPERATOR_BIN` runs another build of
-//! the operator binary; `BENCH_PAIRS` (default 0) more operator phases at the end, each on
+//! the operator binary; `BENCH_OPERATOR_LOG` its log level (default warn); `BENCH_PAIRS` (default 0) more operator phases at the end, each on
 //! requests and digests of its own and beside an honest floor of its own, the two in turns
 //! (floor first in odd pairs): a ratio per pair, and their median. `scripts/bench.sh operator_10k` runs 10,000 with 70% sharing 100 digests;
 //! `scripts/bench.sh operator_joined` 1,000 over 10 digests with a scan of two pending polls.
@@ -270,7 +270,10 @@ impl Operator {
             .args(["run", "--listen", &addr.to_string(), "--namespaces", ns])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--database-max-connections", &db_connections(concurrency)])
-            .args(["--log-level", "warn"])
+            .args([
+                "--log-level",
+                &std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+            ])
             // The benchmark measures the controller, not a registry.
             .args(["--artifact-access", "trust"])
             .env("KUBECONFIG", kubeconfig)
@@ -831,7 +834,7 @@ async fn main() {
             start.elapsed() < Duration::from_secs(1800),
             "only {ready}/{n} Ready after 30 min"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_ready = start.elapsed();
     let cpu_run = Cpu::sample(Some(op.child.id()), postmaster).since(&cpu_start);
@@ -1200,7 +1203,7 @@ async fn operator_phase(
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch = spawn_watch(api.clone(), seen.clone());
     while seen.lock().unwrap().ready.len() < n {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     quiesce(postmaster).await;
     let before = Cpu::sample(None, postmaster);
@@ -1216,7 +1219,7 @@ async fn operator_phase(
             start.elapsed() < Duration::from_secs(1800),
             "only {ready}/{n} Ready after 30 min"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = start.elapsed().as_secs_f64();
     let cpu = Cpu::sample(Some(op.child.id()), postmaster).since(&before);

@@ -6,7 +6,8 @@
 #   scripts/bench.sh memory     peak RSS per report (no control plane needed)
 #   scripts/bench.sh report_api the report API: list and get latency, peak RSS for a large body
 #   scripts/bench.sh churn      ScanRequests created and deleted in waves: RSS, writes, table sizes
-#   scripts/bench.sh operator   1,000 ScanRequests (distinct digests) against the floors
+#   scripts/bench.sh operator   1,000 ScanRequests (distinct digests) against the floors, then
+#                               6 more operator phases paired with honest floors (BENCH_PAIRS)
 #   scripts/bench.sh operator_10k
 #                               10,000 ScanRequests, 70% sharing 100 digests, 30% distinct
 #   scripts/bench.sh operator_joined
@@ -56,6 +57,12 @@ for b in "${benches[@]}"; do
         log "cargo bench --bench operator, 1,000 requests joining 10 slow scans (run $run/$runs)"
         BENCH_REQUESTS=1000 BENCH_SHARED_PERCENT=100 BENCH_SHARED_DIGESTS=10 BENCH_PENDING_POLLS=2 \
           cargo bench --bench operator
+        ;;
+      operator)
+        # Six more operator phases, each beside an honest floor of its own: the machine's
+        # drift over a run moves both sides of each pair, so their median is the verdict.
+        log "cargo bench --bench operator, 1,000 requests and 6 pairs (run $run/$runs)"
+        BENCH_PAIRS=${BENCH_PAIRS:-6} cargo bench --bench operator
         ;;
       *)
         log "cargo bench --bench $b (run $run/$runs)"
