@@ -821,22 +821,7 @@ async fn main() {
     let cpu_start = Cpu::sample(None, postmaster);
     let start = Instant::now();
     let op = Operator::start(env.kubeconfig(), &database_url, &ns, concurrency);
-    let mut started_up = None;
-    loop {
-        if started_up.is_none() && op.get("/readyz").await.is_some() {
-            started_up = Some(start.elapsed());
-        }
-        let ready = seen.lock().unwrap().ready.values().filter(|r| **r).count();
-        if ready == n {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1800),
-            "only {ready}/{n} Ready after 30 min"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let all_ready = start.elapsed();
+    let (all_ready, started_up) = until_all_ready(&op, &seen, n, start).await;
     let cpu_run = Cpu::sample(Some(op.child.id()), postmaster).since(&cpu_start);
     let api_run = grown(&api_before, &api_requests(&client).await);
     // Let late duplicate writes, if any, arrive before counting.
@@ -934,7 +919,6 @@ async fn main() {
         }
     }
     work.store.close().await;
-    // The pairs: (operator's seconds, its CPU, the floor's seconds, its CPU, floor first).
     let mut paired = Vec::new();
     for (pair, (api, floor_ns, refs)) in pair_objects.iter().enumerate() {
         let floor_first = pair.is_multiple_of(2);
@@ -960,8 +944,15 @@ async fn main() {
                     Some(operator_phase(env, api, &database_url, n, concurrency, postmaster).await);
             }
         }
-        if let (Some((op_t, op_cpu)), Some((floor_t, floor_cpu))) = (op_phase, floor_phase) {
-            paired.push((op_t, op_cpu, floor_t, floor_cpu, floor_first));
+        if let (Some((op, op_cpu, up)), Some((floor, floor_cpu))) = (op_phase, floor_phase) {
+            paired.push(Pair {
+                op,
+                op_cpu,
+                up,
+                floor,
+                floor_cpu,
+                floor_first,
+            });
         }
     }
     let [
@@ -1191,7 +1182,7 @@ async fn main() {
 
 /// One more operator phase, on the requests of `api`'s namespace (none has a status, none of
 /// their digests has a report): from the operator's start to all Ready, as the first one.
-/// Returns the seconds and every process's CPU.
+/// Returns the seconds, every process's CPU, and the seconds to its `/readyz`.
 async fn operator_phase(
     env: &envtest::TestEnv,
     api: &Api<ScanRequest>,
@@ -1199,7 +1190,7 @@ async fn operator_phase(
     n: usize,
     concurrency: usize,
     postmaster: Option<u32>,
-) -> (f64, Cpu) {
+) -> (f64, Cpu, f64) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch = spawn_watch(api.clone(), seen.clone());
     while seen.lock().unwrap().ready.len() < n {
@@ -1210,10 +1201,33 @@ async fn operator_phase(
     let start = Instant::now();
     let ns = api.namespace().unwrap_or_default();
     let op = Operator::start(env.kubeconfig(), database_url, ns, concurrency);
+    let (took, started_up) = until_all_ready(&op, &seen, n, start).await;
+    let cpu = Cpu::sample(Some(op.child.id()), postmaster).since(&before);
+    op.stop();
+    watch.abort();
+    (
+        took.as_secs_f64(),
+        cpu,
+        started_up.map_or(0.0, |up| up.as_secs_f64()),
+    )
+}
+
+/// Waits until the counting watch has seen all `n` requests Ready. Returns the time from
+/// `start` (the operator's start) and when the operator first answered `/readyz`.
+async fn until_all_ready(
+    op: &Operator,
+    seen: &Mutex<Seen>,
+    n: usize,
+    start: Instant,
+) -> (Duration, Option<Duration>) {
+    let mut started_up = None;
     loop {
+        if started_up.is_none() && op.get("/readyz").await.is_some() {
+            started_up = Some(start.elapsed());
+        }
         let ready = seen.lock().unwrap().ready.values().filter(|r| **r).count();
         if ready == n {
-            break;
+            return (start.elapsed(), started_up);
         }
         assert!(
             start.elapsed() < Duration::from_secs(1800),
@@ -1221,35 +1235,45 @@ async fn operator_phase(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let took = start.elapsed().as_secs_f64();
-    let cpu = Cpu::sample(Some(op.child.id()), postmaster).since(&before);
-    op.stop();
-    watch.abort();
-    (took, cpu)
+}
+
+/// One operator phase and the honest floor run right before or after it.
+struct Pair {
+    /// Seconds from the operator's start to all Ready, its phase's CPU, seconds to `/readyz`.
+    op: f64,
+    op_cpu: Cpu,
+    up: f64,
+    floor: f64,
+    floor_cpu: Cpu,
+    floor_first: bool,
 }
 
 /// The pairs' table: each operator phase against the honest floor run right before or after
 /// it, so that the machine's drift over the run moves both.
-fn print_pairs(paired: &[(f64, Cpu, f64, Cpu, bool)], first_ratio: f64) {
+fn print_pairs(paired: &[Pair], first_ratio: f64) {
     println!(
         "\nPairs: the operator's phase and an honest floor of its own, one right after the other:\n"
     );
     println!(
-        "| pair | order | operator to all Ready | honest floor | time / honest floor | CPU-s, operator's phase (op / API / etcd / PG / bench) | CPU-s, floor (API / etcd / bench) | CPU-s / floor's |"
+        "| pair | order | operator to all Ready | honest floor | time / honest floor | from `/readyz` / honest floor | CPU-s, operator's phase (op / API / etcd / PG / bench) | CPU-s, floor (API / etcd / bench) | CPU-s / floor's |"
     );
-    println!("|---|---|---:|---:|---:|---|---|---:|");
+    println!("|---|---|---:|---:|---:|---:|---|---|---:|");
     let mut ratios: Vec<f64> = Vec::new();
-    for (i, (op_t, op, floor_t, fl, floor_first)) in paired.iter().enumerate() {
-        let ratio = op_t / floor_t.max(f64::MIN_POSITIVE);
+    for (i, p) in paired.iter().enumerate() {
+        let (op, fl, floor) = (&p.op_cpu, &p.floor_cpu, p.floor.max(f64::MIN_POSITIVE));
+        let ratio = p.op / floor;
         ratios.push(ratio);
         println!(
-            "| {} | {} | {op_t:.1} s | {floor_t:.1} s | **{ratio:.2}×** | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2}× |",
+            "| {} | {} | {:.1} s | {:.1} s | **{ratio:.2}×** | {:.2}× | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2}× |",
             i + 1,
-            if *floor_first {
+            if p.floor_first {
                 "floor, operator"
             } else {
                 "operator, floor"
             },
+            p.op,
+            p.floor,
+            (p.op - p.up) / floor,
             op.operator,
             op.apiserver,
             op.etcd,
