@@ -5,7 +5,7 @@
 //! `DATABASE_URL=... cargo bench --bench new_report` (scripts/bench.sh starts a throwaway
 //! server). Env: `BENCH_REPORTS` per phase (default 3000), `BENCH_ROUNDS` (default 2),
 //! `BENCH_RATE` new reports per second over all tasks (default 0: as fast as they go). The
-//! operator's 1,000-request benchmark stores 150-250 new reports a second; paced at that rate,
+//! operator's 1,000-request benchmark stores 140-370 new reports a second; paced at that rate,
 //! the tasks seldom meet at a shared lock, so the phases show what it costs there.
 //!
 //! Phases, each over new tuples of one scanner, alternating for `BENCH_ROUNDS` rounds:

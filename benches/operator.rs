@@ -324,6 +324,26 @@ impl Operator {
     }
 }
 
+/// The operator's `n` requests of Scanner `scanner`, without a status, by `concurrency` clients.
+async fn create_requests(
+    api: &Api<ScanRequest>,
+    n: usize,
+    concurrency: usize,
+    scanner: &str,
+    mix: Mix,
+) {
+    stream::iter(0..n)
+        .for_each_concurrent(concurrency, |i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &request(i, scanner, &mix))
+                    .await
+                    .expect("create");
+            }
+        })
+        .await;
+}
+
 /// The objects of the floors, created once.
 async fn create_floor_objects(
     api: &Api<ScanRequest>,
@@ -781,16 +801,7 @@ async fn main() {
             salt: pair as u64,
             ..mix
         };
-        stream::iter(0..n)
-            .for_each_concurrent(concurrency, |i| {
-                let api = api.clone();
-                async move {
-                    api.create(&PostParams::default(), &request(i, scanner, &mix))
-                        .await
-                        .expect("create");
-                }
-            })
-            .await;
+        create_requests(&api, n, concurrency, scanner, mix).await;
         let floor_ns = envtest::fresh_namespace(&client, "bench-pair-floor").await;
         let floor_api: Api<ScanRequest> = Api::namespaced(client.clone(), &floor_ns);
         let refs = create_floor_objects(&floor_api, n, concurrency, &mix).await;
@@ -804,16 +815,7 @@ async fn main() {
     // All requests exist before the operator starts, so that creating them (client work on the
     // same API server) is not counted as operator time.
     let creating = Instant::now();
-    stream::iter(0..n)
-        .for_each_concurrent(concurrency, |i| {
-            let (api, mix) = (api.clone(), mix);
-            async move {
-                api.create(&PostParams::default(), &request(i, scanner, &mix))
-                    .await
-                    .expect("create");
-            }
-        })
-        .await;
+    create_requests(&api, n, concurrency, scanner, mix).await;
     let created = creating.elapsed();
     let mut settled = vec![("operator", quiesce(postmaster).await)];
     let db_before = statements.snapshot().await;

@@ -475,7 +475,7 @@ impl Store {
         let conn = lease.conn().map_err(failed)?;
         // Ok((bytes sent, whether every row was read)).
         let read = async {
-            // MATERIALIZED: render the text once, not once per piece.
+            // MATERIALIZED: read and convert the text once, not once per piece.
             let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
                 "WITH body AS MATERIALIZED (
                      SELECT convert_to(report::text, 'UTF8') AS b FROM scan_report WHERE id = $1)
