@@ -11,11 +11,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::context::Context;
+use super::watch::RequestCache;
 use crate::api::ScanRequest;
 use crate::metrics::ApiSource;
 
@@ -23,10 +24,10 @@ use crate::metrics::ApiSource;
 const SWEEP_BATCH: i64 = 500;
 
 /// The report ids named in the status of the cached ScanRequests.
-pub fn referenced(requests: &[reflector::Store<ScanRequest>]) -> Vec<Uuid> {
+pub fn referenced(requests: &[RequestCache]) -> Vec<Uuid> {
     let ids: BTreeSet<Uuid> = requests
         .iter()
-        .flat_map(|store| store.state())
+        .flat_map(|cache| cache.store.state())
         .flat_map(|sr| {
             sr.status
                 .as_ref()
@@ -45,14 +46,11 @@ pub fn referenced(requests: &[reflector::Store<ScanRequest>]) -> Vec<Uuid> {
 /// Runs until `shutdown`: waits for the caches, then records references and sweeps each
 /// interval. A failed reference update skips that sweep (an unrecorded reference must never
 /// let its report go).
-pub async fn run(
-    ctx: Arc<Context>,
-    requests: Vec<reflector::Store<ScanRequest>>,
-    shutdown: CancellationToken,
-) {
-    for store in &requests {
+pub async fn run(ctx: Arc<Context>, requests: Vec<RequestCache>, shutdown: CancellationToken) {
+    // Only a cache that has read its whole first list names every referenced report.
+    for cache in &requests {
         tokio::select! {
-            ready = store.wait_until_ready() => if ready.is_err() { return; },
+            listed = cache.listed() => if !listed { return; },
             () = shutdown.cancelled() => return,
         }
     }
@@ -67,11 +65,11 @@ pub async fn run(
     }
 }
 
-async fn cycle(ctx: &Context, requests: &[reflector::Store<ScanRequest>]) {
+async fn cycle(ctx: &Context, requests: &[RequestCache]) {
     // Backoff counters of requests that are gone (deleted while the watch was down).
     let live: std::collections::HashSet<ObjectRef<ScanRequest>> = requests
         .iter()
-        .flat_map(|store| store.state())
+        .flat_map(|cache| cache.store.state())
         .map(|sr| ObjectRef::from(sr.as_ref()))
         .collect();
     ctx.backoff.retain(|object| live.contains(object));
