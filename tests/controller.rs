@@ -471,6 +471,65 @@ async fn twenty_requests_for_one_artifact_make_one_scan_per_tuple() {
     assert_eq!(stats.scans_accepted, 2);
 }
 
+/// Every request waiting when the operator starts resolves its Scanner at once. They must
+/// share one adapter client, one metadata request and one status apply: each apply changes the
+/// Scanner, and a changed Scanner re-reconciles every request that names it.
+#[tokio::test]
+async fn requests_waiting_at_start_up_resolve_their_new_scanner_once() {
+    let f = fixture("herd", DevScannerConfig::default()).await;
+    let ns = fresh_namespace(&f.client, "herd").await;
+    for i in 0..48 {
+        let name = format!("req-{i}");
+        create(
+            &f.client,
+            &ns,
+            &request(&name, &f.scanner, &digest(), &[VULN]),
+        )
+        .await;
+    }
+    let scanners: Api<Scanner> = Api::all(f.client.clone());
+    let before = scanners
+        .get(&f.scanner)
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let op = Operator::start(f.env, &f.database_url, &[&ns], &[]);
+    for i in 0..48 {
+        wait_ready(&f.client, &ns, &format!("req-{i}")).await;
+    }
+    // Every change of the Scanner since the operator started.
+    let params = kube::api::WatchParams::default()
+        .fields(&format!("metadata.name={}", f.scanner))
+        .timeout(2);
+    use futures::StreamExt as _;
+    let changes: Vec<_> = scanners
+        .watch(&params, &before)
+        .await
+        .unwrap()
+        .filter_map(|e| async move {
+            match e.unwrap() {
+                kube::api::WatchEvent::Modified(s) => Some(s),
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(changes.len(), 1, "one status apply: {changes:#?}");
+    let status = changes[0].status.clone().unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.status.as_str()), Some("True"), "{status:?}");
+    assert_eq!(f.adapter.stats().metadata_requests, 1);
+    let logs = op.logs();
+    let count = |what: &str| {
+        logs.lines()
+            .filter(|l| l.contains(what) && l.contains(&f.scanner))
+            .count()
+    };
+    assert_eq!(count("applied the Scanner status"), 1, "{logs}");
+    assert_eq!(count("built the adapter client"), 1, "{logs}");
+}
+
 /// Requests that joined one scan are woken by the reconcile that stored its report: all of
 /// them are Ready moments after the first, not after their own timers (the scan below takes
 /// two polls, so most requests lose the race to fetch it and wait).

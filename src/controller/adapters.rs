@@ -2,7 +2,8 @@
 //!
 //! Clients are cached per Scanner and rebuilt when the Scanner changes or the metadata TTL runs
 //! out (which also picks up a rotated auth Secret). The Scanner's status is updated from here,
-//! only when it changed.
+//! only when it changed. Reconciles that resolve one Scanner at once (every waiting request at
+//! start-up) build one client and send one status apply between them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -185,11 +186,42 @@ struct CachedClient {
     client: AdapterClient,
 }
 
+/// What this process keeps per Scanner. Each part is behind its own async lock, so that the
+/// reconciles that resolve one Scanner together (every request at start-up) build one client and
+/// send one status apply, not one each.
+#[derive(Default)]
+struct ScannerSlot {
+    client: tokio::sync::Mutex<Option<CachedClient>>,
+    applied: tokio::sync::Mutex<Option<AppliedStatus>>,
+}
+
+/// The status this process last applied to a Scanner, and the version of the Scanner it was
+/// computed from.
+struct AppliedStatus {
+    from_version: Option<String>,
+    status: ScannerStatus,
+}
+
+/// The Scanner's status as it is now: the cache's, or the one this process applied to the very
+/// version the cache still shows (its watch has not delivered the apply yet). Comparing with
+/// the cache alone would apply again, with a new transition time, from every reconcile until
+/// the watch catches up; each apply changes the Scanner, which re-reconciles all its requests.
+fn current_status(scanner: &Scanner, applied: Option<&AppliedStatus>) -> ScannerStatus {
+    match applied {
+        Some(a)
+            if a.from_version.is_some() && a.from_version == scanner.metadata.resource_version =>
+        {
+            a.status.clone()
+        }
+        _ => scanner.status.clone().unwrap_or_default(),
+    }
+}
+
 pub struct Adapters {
     client: Client,
     metadata: MetadataCache,
     scanners: Mutex<Option<Store<Scanner>>>,
-    clients: Mutex<HashMap<String, CachedClient>>,
+    slots: Mutex<HashMap<String, Arc<ScannerSlot>>>,
     /// Scanner name to registration UUID, of every Scanner resolved so far.
     known: Mutex<HashMap<String, Uuid>>,
     default_max_in_flight: i32,
@@ -212,7 +244,7 @@ impl Adapters {
             client,
             metadata: MetadataCache::new(metadata_ttl),
             scanners: Mutex::default(),
-            clients: Mutex::default(),
+            slots: Mutex::default(),
             known: Mutex::default(),
             default_max_in_flight,
             max_report_size,
@@ -237,7 +269,7 @@ impl Adapters {
             }
         };
         retain_live(
-            &mut self.clients.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut self.slots.lock().unwrap_or_else(|e| e.into_inner()),
             &live,
         );
         let gone = retain_live(
@@ -252,6 +284,11 @@ impl Adapters {
     pub fn add_scanner_store(&self, store: Store<Scanner>) {
         let mut scanners = self.scanners.lock().unwrap_or_else(|e| e.into_inner());
         scanners.get_or_insert(store);
+    }
+
+    fn slot(&self, name: &str) -> Arc<ScannerSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(name.to_owned()).or_default().clone()
     }
 
     fn scanner(&self, name: &str) -> Option<Arc<Scanner>> {
@@ -327,14 +364,13 @@ impl Adapters {
             scanner.uid().unwrap_or_default(),
             scanner.metadata.generation,
         );
+        let slot = self.slot(&name);
+        let mut cached = slot.client.lock().await;
+        if let Some(cached) = cached.as_ref()
+            && cached.key == key
+            && cached.built.elapsed() < self.metadata.ttl()
         {
-            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(cached) = clients.get(&name)
-                && cached.key == key
-                && cached.built.elapsed() < self.metadata.ttl()
-            {
-                return Ok(cached.client.clone());
-            }
+            return Ok(cached.client.clone());
         }
         let secret = match scanner
             .spec
@@ -377,15 +413,12 @@ impl Adapters {
         .map_err(|e| ReconcileError::scanner(&name, e))?;
         // A changed Scanner may point elsewhere or speak differently: fetch metadata anew.
         self.metadata.invalidate(client.base_url());
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.insert(
-            name,
-            CachedClient {
-                key,
-                built: Instant::now(),
-                client: client.clone(),
-            },
-        );
+        tracing::debug!(scanner = %name, "built the adapter client");
+        *cached = Some(CachedClient {
+            key,
+            built: Instant::now(),
+            client: client.clone(),
+        });
         Ok(client)
     }
 
@@ -396,7 +429,9 @@ impl Adapters {
         registration: Uuid,
         resolved: &Result<(AdapterClient, Arc<AdapterMetadata>), ReconcileError>,
     ) {
-        let previous = scanner.status.clone().unwrap_or_default();
+        let slot = self.slot(&scanner.name_any());
+        let mut applied = slot.applied.lock().await;
+        let previous = current_status(scanner, applied.as_ref());
         let (overall, adapter) = match resolved {
             Ok((_, metadata)) => (status::Overall::Ready, Some(adapter_status(metadata, None))),
             Err(e) if e.is_permanent() => (
@@ -430,7 +465,7 @@ impl Adapters {
             conditions,
             adapter,
         };
-        if scanner.status.as_ref() == Some(&desired) {
+        if previous == desired {
             return;
         }
         let api: Api<Scanner> = Api::all(self.client.clone());
@@ -439,7 +474,7 @@ impl Adapters {
             "kind": "Scanner",
             "status": desired,
         });
-        if let Err(e) = api
+        match api
             .patch_status(
                 &scanner.name_any(),
                 &PatchParams::apply(MANAGER).force(),
@@ -447,7 +482,16 @@ impl Adapters {
             )
             .await
         {
-            tracing::warn!(scanner = %scanner.name_any(), error = %e, "cannot update the Scanner status");
+            Ok(_) => {
+                tracing::debug!(scanner = %scanner.name_any(), "applied the Scanner status");
+                *applied = Some(AppliedStatus {
+                    from_version: scanner.metadata.resource_version.clone(),
+                    status: desired,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(scanner = %scanner.name_any(), error = %e, "cannot update the Scanner status");
+            }
         }
     }
 }
@@ -476,6 +520,37 @@ mod tests {
         let live = ["trivy".to_owned(), "new".to_owned()].into();
         assert_eq!(retain_live(&mut map, &live), ["gone", "old"]);
         assert_eq!(map.keys().collect::<Vec<_>>(), ["trivy"]);
+    }
+
+    #[test]
+    fn the_status_just_applied_counts_until_the_watch_delivers_a_newer_scanner() {
+        let mut scanner: Scanner = serde_yaml::from_str(
+            "metadata: {name: trivy, resourceVersion: '5'}\nspec: {url: 'http://trivy:8080'}",
+        )
+        .unwrap();
+        let applied = AppliedStatus {
+            from_version: Some("5".into()),
+            status: ScannerStatus {
+                registration_uuid: Some("applied".into()),
+                ..ScannerStatus::default()
+            },
+        };
+        // The cache still shows version 5, without the status applied from it.
+        assert_eq!(current_status(&scanner, Some(&applied)), applied.status);
+        // A newer version is what the cluster holds now, whoever wrote it.
+        scanner.metadata.resource_version = Some("6".into());
+        scanner.status = Some(ScannerStatus {
+            registration_uuid: Some("theirs".into()),
+            ..ScannerStatus::default()
+        });
+        assert_eq!(
+            current_status(&scanner, Some(&applied)),
+            scanner.status.clone().unwrap()
+        );
+        assert_eq!(
+            current_status(&scanner, None),
+            scanner.status.clone().unwrap()
+        );
     }
 
     fn metadata(json: serde_json::Value, content_type: &str) -> AdapterMetadata {
