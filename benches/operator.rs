@@ -198,16 +198,30 @@ fn spawn_watch(api: Api<ScanRequest>, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
     })
 }
 
-/// Requests the API server has served, by verb and resource (`apiserver_request_total` of its
-/// own metrics, summed over codes and scopes): what each phase asked of it.
-async fn api_requests(client: &kube::Client) -> BTreeMap<String, f64> {
+/// What the API server has served, by verb and resource, from its own metrics (summed over
+/// codes and scopes): requests (`apiserver_request_total`) and the seconds spent answering
+/// them (`apiserver_request_duration_seconds_sum`).
+#[derive(Default)]
+struct ApiServed {
+    requests: BTreeMap<String, f64>,
+    seconds: BTreeMap<String, f64>,
+}
+
+async fn api_requests(client: &kube::Client) -> ApiServed {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("a request");
     let text = client.request_text(request).await.unwrap_or_default();
+    ApiServed {
+        requests: api_metric(&text, "apiserver_request_total{"),
+        seconds: api_metric(&text, "apiserver_request_duration_seconds_sum{"),
+    }
+}
+
+fn api_metric(text: &str, prefix: &str) -> BTreeMap<String, f64> {
     let mut counts = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+        let Some(rest) = line.strip_prefix(prefix) else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -232,7 +246,17 @@ async fn api_requests(client: &kube::Client) -> BTreeMap<String, f64> {
 }
 
 /// `after - before`, the entries that grew.
-fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+fn grown(before: &ApiServed, after: &ApiServed) -> ApiServed {
+    ApiServed {
+        requests: grown_entries(&before.requests, &after.requests),
+        seconds: grown_entries(&before.seconds, &after.seconds),
+    }
+}
+
+fn grown_entries(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
@@ -905,14 +929,14 @@ async fn main() {
     ];
     let mut measured = Vec::new();
     // The API requests of the honest floor (the first), printed beside the operator's.
-    let mut honest_api = BTreeMap::new();
+    let mut honest_api = ApiServed::default();
     for ((ns, refs), (events, statuses, work)) in floor_objects.iter().zip(plans) {
         settled.push(("floor", quiesce(postmaster).await));
         let honest = measured.is_empty();
         let api_before = if honest {
             api_requests(&client).await
         } else {
-            BTreeMap::new()
+            ApiServed::default()
         };
         let before = Cpu::sample(None, postmaster);
         let took = floor(&client, ns, refs, concurrency, events, statuses, work).await;
@@ -1111,17 +1135,34 @@ async fn main() {
     println!(
         "\nAPI requests served (apiserver_request_total), the operator's phase and the honest floor's:\n"
     );
-    println!("| verb and resource | operator to all Ready | per request | honest floor |");
-    println!("|---|---:|---:|---:|");
-    let mut keys: Vec<&String> = api_run.keys().chain(honest_api.keys()).collect();
+    println!(
+        "| verb and resource | operator to all Ready | per request | honest floor | seconds answering, operator's phase (ms each) | seconds answering, honest floor (ms each) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut keys: Vec<&String> = api_run
+        .requests
+        .keys()
+        .chain(honest_api.requests.keys())
+        .collect();
     keys.sort();
     keys.dedup();
+    // A watch's duration is how long it stayed open, not work.
+    let answering = |served: &ApiServed, key: &String| match key.starts_with("WATCH") {
+        true => "".to_owned(),
+        false => {
+            let secs = served.seconds.get(key).copied().unwrap_or(0.0);
+            let count = served.requests.get(key).copied().unwrap_or(0.0).max(1.0);
+            format!("{secs:.2} ({:.1})", secs * 1000.0 / count)
+        }
+    };
     for key in keys {
-        let ours = api_run.get(key).copied().unwrap_or(0.0);
+        let ours = api_run.requests.get(key).copied().unwrap_or(0.0);
         println!(
-            "| {key} | {ours:.0} | {:.3} | {:.0} |",
+            "| {key} | {ours:.0} | {:.3} | {:.0} | {} | {} |",
             ours / n as f64,
-            honest_api.get(key).copied().unwrap_or(0.0)
+            honest_api.requests.get(key).copied().unwrap_or(0.0),
+            answering(&api_run, key),
+            answering(&honest_api, key)
         );
     }
 
