@@ -321,8 +321,9 @@ impl Adapters {
             REQUEST_TIMEOUT_MAX,
         )
         .map_err(|e| invalid_timeout(e.to_string()))?;
+        let slot = self.slot(name);
         let resolved = async {
-            let client = self.client_for(&scanner, request_timeout).await?;
+            let client = self.client_for(&slot, &scanner, request_timeout).await?;
             let metadata = self
                 .metadata
                 .get(&client)
@@ -331,7 +332,7 @@ impl Adapters {
             Ok::<_, ReconcileError>((client, metadata))
         }
         .await;
-        self.update_scanner_status(&scanner, registration, &resolved)
+        self.update_scanner_status(&slot, &scanner, registration, &resolved)
             .await;
         self.known
             .lock()
@@ -356,6 +357,7 @@ impl Adapters {
 
     async fn client_for(
         &self,
+        slot: &ScannerSlot,
         scanner: &Scanner,
         request_timeout: Duration,
     ) -> Result<AdapterClient, ReconcileError> {
@@ -364,7 +366,6 @@ impl Adapters {
             scanner.uid().unwrap_or_default(),
             scanner.metadata.generation,
         );
-        let slot = self.slot(&name);
         let mut cached = slot.client.lock().await;
         if let Some(cached) = cached.as_ref()
             && cached.key == key
@@ -425,11 +426,11 @@ impl Adapters {
     /// Records what resolving found in the Scanner's status, when that changed.
     async fn update_scanner_status(
         &self,
+        slot: &ScannerSlot,
         scanner: &Scanner,
         registration: Uuid,
         resolved: &Result<(AdapterClient, Arc<AdapterMetadata>), ReconcileError>,
     ) {
-        let slot = self.slot(&scanner.name_any());
         let mut applied = slot.applied.lock().await;
         let previous = current_status(scanner, applied.as_ref());
         let (overall, adapter) = match resolved {
