@@ -1147,13 +1147,13 @@ async fn main() {
     keys.sort();
     keys.dedup();
     // A watch's duration is how long it stayed open, not work.
-    let answering = |served: &ApiServed, key: &String| match key.starts_with("WATCH") {
-        true => "".to_owned(),
-        false => {
-            let secs = served.seconds.get(key).copied().unwrap_or(0.0);
-            let count = served.requests.get(key).copied().unwrap_or(0.0).max(1.0);
-            format!("{secs:.2} ({:.1})", secs * 1000.0 / count)
+    let answering = |served: &ApiServed, key: &String| {
+        if key.starts_with("WATCH") {
+            return String::new();
         }
+        let secs = served.seconds.get(key).copied().unwrap_or(0.0);
+        let count = served.requests.get(key).copied().unwrap_or(0.0).max(1.0);
+        format!("{secs:.2} ({:.1})", secs * 1000.0 / count)
     };
     for key in keys {
         let ours = api_run.requests.get(key).copied().unwrap_or(0.0);
