@@ -200,12 +200,29 @@ fn spawn_watch(api: Api<ScanRequest>, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
 
 /// What the API server has served, by verb and resource, from its own metrics (summed over
 /// codes and scopes): requests (`apiserver_request_total`) and the seconds spent answering
-/// them (`apiserver_request_duration_seconds_sum`).
+/// them (`apiserver_request_duration_seconds_sum`); and where its ScanRequest LISTs were served
+/// from: etcd, or the watch cache (a page read from etcd costs it and etcd more CPU).
 #[derive(Default)]
 struct ApiServed {
     requests: BTreeMap<String, f64>,
     seconds: BTreeMap<String, f64>,
+    lists: BTreeMap<String, f64>,
 }
+
+const LIST_SOURCES: [(&str, &str); 3] = [
+    (
+        "LIST scanrequests, from etcd",
+        "apiserver_storage_list_total{",
+    ),
+    (
+        "LIST scanrequests, objects read from etcd",
+        "apiserver_storage_list_fetched_objects_total{",
+    ),
+    (
+        "LIST scanrequests, from the watch cache",
+        "apiserver_cache_list_total{",
+    ),
+];
 
 async fn api_requests(client: &kube::Client) -> ApiServed {
     let request = http::Request::get("/metrics")
@@ -215,6 +232,18 @@ async fn api_requests(client: &kube::Client) -> ApiServed {
     ApiServed {
         requests: api_metric(&text, "apiserver_request_total{"),
         seconds: api_metric(&text, "apiserver_request_duration_seconds_sum{"),
+        lists: LIST_SOURCES
+            .iter()
+            .map(|(what, metric)| {
+                let sum = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(metric)?.rsplit_once("} "))
+                    .filter(|(labels, _)| labels.contains("scanrequests"))
+                    .map(|(_, v)| v.trim().parse::<f64>().unwrap_or(0.0))
+                    .sum();
+                ((*what).to_owned(), sum)
+            })
+            .collect(),
     }
 }
 
@@ -250,6 +279,7 @@ fn grown(before: &ApiServed, after: &ApiServed) -> ApiServed {
     ApiServed {
         requests: grown_entries(&before.requests, &after.requests),
         seconds: grown_entries(&before.seconds, &after.seconds),
+        lists: grown_entries(&before.lists, &after.lists),
     }
 }
 
@@ -1163,6 +1193,14 @@ async fn main() {
             honest_api.requests.get(key).copied().unwrap_or(0.0),
             answering(&api_run, key),
             answering(&honest_api, key)
+        );
+    }
+    for (what, _) in LIST_SOURCES {
+        let ours = api_run.lists.get(what).copied().unwrap_or(0.0);
+        println!(
+            "| {what} | {ours:.0} | {:.3} | {:.0} | | |",
+            ours / n as f64,
+            honest_api.lists.get(what).copied().unwrap_or(0.0),
         );
     }
 
