@@ -1106,14 +1106,16 @@ async fn main() {
         );
     }
     if let Some(up) = started_up {
-        let steady = (all_ready - up).as_secs_f64();
         println!(
             "| process start to /readyz (the request cache listed whole) | {:.2} s | |",
             up.as_secs_f64()
         );
+        // Reconciles start with the list's first page, before /readyz: the start-up ends at
+        // whichever comes first.
+        let start_up = progress.first_ready.map_or(up, |first| first.min(up));
         println!(
-            "| after start-up, time / honest floor | {:.2}× | |",
-            steady / honest_floor
+            "| after start-up (to the first Ready or /readyz, the earlier), time / honest floor | {:.2}× | |",
+            all_ready.saturating_sub(start_up).as_secs_f64() / honest_floor
         );
     }
     println!(
