@@ -215,7 +215,7 @@ const LIST_SOURCES: [(&str, &str); 3] = [
         "apiserver_storage_list_total{",
     ),
     (
-        "LIST scanrequests, objects read from etcd",
+        "LIST scanrequests, objects fetched from etcd (the API server's count)",
         "apiserver_storage_list_fetched_objects_total{",
     ),
     (
