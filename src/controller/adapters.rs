@@ -361,7 +361,6 @@ impl Adapters {
         scanner: &Scanner,
         request_timeout: Duration,
     ) -> Result<AdapterClient, ReconcileError> {
-        let name = scanner.name_any();
         let key = (
             scanner.uid().unwrap_or_default(),
             scanner.metadata.generation,
@@ -373,6 +372,7 @@ impl Adapters {
         {
             return Ok(cached.client.clone());
         }
+        let name = scanner.name_any();
         let secret = match scanner
             .spec
             .auth
