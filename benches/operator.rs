@@ -246,14 +246,12 @@ async fn api_requests(client: &kube::Client) -> ApiServed {
         lists: LIST_SOURCES
             .iter()
             .map(|(what, metric, storage)| {
-                let storage = format!("storage=\"{storage}\"");
-                let sum = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(metric)?.rsplit_once("} "))
+                let sum = samples(&text, metric)
                     .filter(|(labels, _)| {
-                        labels.contains("resource=\"scanrequests\"") && labels.contains(&storage)
+                        label(labels, "resource") == "scanrequests"
+                            && label(labels, "storage") == *storage
                     })
-                    .map(|(_, v)| v.trim().parse::<f64>().unwrap_or(0.0))
+                    .map(|(_, value)| value)
                     .sum();
                 ((*what).to_owned(), sum)
             })
@@ -263,29 +261,37 @@ async fn api_requests(client: &kube::Client) -> ApiServed {
 
 fn api_metric(text: &str, prefix: &str) -> BTreeMap<String, f64> {
     let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(prefix) else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\""))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+    for (labels, value) in samples(text, prefix) {
+        let (verb, resource, sub) = (
+            label(labels, "verb"),
+            label(labels, "resource"),
+            label(labels, "subresource"),
+        );
         let key = if sub.is_empty() {
             format!("{verb} {resource}")
         } else {
             format!("{verb} {resource}/{sub}")
         };
-        *counts.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        *counts.entry(key).or_insert(0.0) += value;
     }
     counts
+}
+
+/// The samples of one metric in Prometheus text: (labels, value), `prefix` being its name and
+/// the opening brace.
+fn samples<'t>(text: &'t str, prefix: &'t str) -> impl Iterator<Item = (&'t str, f64)> + 't {
+    text.lines().filter_map(move |line| {
+        let (labels, value) = line.strip_prefix(prefix)?.rsplit_once("} ")?;
+        Some((labels, value.trim().parse::<f64>().unwrap_or(0.0)))
+    })
+}
+
+/// One label's value in a sample's labels, or "" when it has none.
+fn label<'l>(labels: &'l str, name: &str) -> &'l str {
+    labels
+        .split(',')
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\""))
+        .map_or("", |v| v.trim_end_matches('"'))
 }
 
 /// `after - before`, the entries that grew.
